@@ -1,0 +1,132 @@
+"""The host API the cache plugin codes against, written down once.
+
+The plugin (``plugin.py``, ``analysis.py``, ``sync.py``, ``search.py``, ``storage/``)
+never imports the reference daemon (``backend/``): it receives ``host`` at construction
+and uses only what these Protocols describe. The reference daemon implements them; the
+Libervia backend has the same shape, so the plugin could be dropped into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+from tx_xmpp import rsm
+
+#: Trigger callbacks of ``async_return_point``: ``(True, None)`` to let the flow go on,
+#: ``(False, value)`` to answer in place of the normal flow.
+ReturnPointResult = tuple[bool, Any]
+
+#: ``(items, metadata)``: what every items request answers, from cache or network.
+ItemsResult = tuple[list[domish.Element], dict[str, Any]]
+
+
+class TriggerManager(Protocol):
+    """Named trigger points (pluggy-like): callbacks run by decreasing priority."""
+
+    MIN_PRIORITY: int
+    MAX_PRIORITY: int
+
+    def add(self, point_name: str, callback: Callable[..., Any], priority: int = 0) -> None:
+        """Register ``callback`` on ``point_name``; higher priorities run first."""
+
+    def remove(self, point_name: str, callback: Callable[..., Any]) -> None:
+        """Unregister ``callback``; raises ``KeyError`` if it is not registered."""
+
+    def point(self, point_name: str, *args: Any, **kwargs: Any) -> bool:
+        """Run synchronous callbacks; the first returning False stops the flow (False)."""
+
+    async def async_point(self, point_name: str, *args: Any, **kwargs: Any) -> bool:
+        """Like :meth:`point`, callbacks may be coroutines or return Deferreds."""
+
+    async def async_return_point(
+        self, point_name: str, *args: Any, **kwargs: Any
+    ) -> ReturnPointResult:
+        """Run callbacks until one answers ``(False, value)``; else ``(True, None)``."""
+
+
+class Config(Protocol):
+    """Validated INI configuration."""
+
+    def get(self, section: str, key: str) -> Any:
+        """The validated value (with its default) of a known key."""
+
+
+class Client(Protocol):
+    """One connected XMPP account (profile)."""
+
+    profile: str
+    jid: JID
+    pubsub_client: rsm.PubSubClient
+
+
+class PubsubEventHandler(Protocol):
+    """Receives pubsub events of every profile (see :meth:`XEP0060.add_event_handler`)."""
+
+    def __call__(self, client: Client, event: Any) -> Any: ...
+
+
+class XEP0060(Protocol):
+    """The daemon's pubsub plugin (``host.plugins["XEP-0060"]``)."""
+
+    def get_items(
+        self,
+        client: Client,
+        service: JID | None,
+        node: str,
+        max_items: int | None = None,
+        item_ids: Sequence[str] | None = None,
+        sub_id: str | None = None,
+        rsm_request: rsm.RSMRequest | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> defer.Deferred[ItemsResult]:
+        """Get items: return point ``XEP-0060_getItems``, network, ``XEP-0060_gotItems``."""
+
+    def get_items_from_network(
+        self,
+        client: Client,
+        service: JID | None,
+        node: str,
+        max_items: int | None = None,
+        item_ids: Sequence[str] | None = None,
+        sub_id: str | None = None,
+        rsm_request: rsm.RSMRequest | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> defer.Deferred[ItemsResult]:
+        """The network request alone: no trigger is called (used by synchronisation)."""
+
+    def subscribe(
+        self, client: Client, service: JID | None, node: str
+    ) -> defer.Deferred[Any]: ...
+
+    def get_configuration(
+        self, client: Client, service: JID | None, node: str
+    ) -> defer.Deferred[dict[str, Any]]: ...
+
+    def add_event_handler(self, handler: PubsubEventHandler) -> None:
+        """Call ``handler(client, event)`` for every pubsub event received."""
+
+    def remove_event_handler(self, handler: PubsubEventHandler) -> None: ...
+
+
+class Bridge(Protocol):
+    """Methods exposed to frontends over the local control socket."""
+
+    def register_method(self, name: str, method: Callable[..., Any]) -> None:
+        """Expose ``method`` (keyword arguments, JSON in and out; may be async)."""
+
+
+class Host(Protocol):
+    """What a plugin receives at construction."""
+
+    trigger: TriggerManager
+    config: Config
+    bridge: Bridge
+    plugins: Mapping[str, Any]
+    clients: Mapping[str, Client]
+
+    def get_client(self, profile: str) -> Client:
+        """The connected client of ``profile``; raises ``KeyError`` if unknown."""
