@@ -1,0 +1,342 @@
+"""The daemon's INI configuration, validated on load (implements :class:`hostapi.Config`).
+
+Every key the daemon knows is declared once in :data:`SCHEMA` (section kind -> key ->
+parser and default); anything else in the file is an error. A :class:`ConfigError`
+message is one line naming the file, ``[section] key`` and what is wrong, so that the
+daemon and the CLI can print it as is::
+
+    [daemon]
+    socket = /run/user/1000/libervia-cache/daemon.sock
+
+    [pubsub_cache]
+    # cache or no_cache
+    strategy = cache
+    db_url = sqlite+aiosqlite:////home/me/cache.db
+    # items per node
+    cache_limit = 5000
+    # seconds before a running synchronisation is cancelled and redone
+    progress_deadline = 21600
+
+    [profile alice]
+    jid = alice@example.org
+    password = secret
+    # default: the JID's domain
+    host = xmpp.example.org
+    port = 5222
+    # required, optional or off
+    tls = required
+    # certificate to trust, relative to this file
+    tls_ca = ca.pem
+
+Comments are whole lines (``#`` or ``;``): there are no inline comments, so a password
+may hold any character.
+Relative paths (``socket``, ``tls_ca``) are relative to the directory of the file.
+"""
+
+from __future__ import annotations
+
+import configparser
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from twisted.words.protocols.jabber.jid import JID, InvalidFormat
+
+__all__ = [
+    "APP_NAME",
+    "SCHEMA",
+    "CacheStrategy",
+    "ConfigError",
+    "DaemonConfig",
+    "ProfileConfig",
+    "TLSPolicy",
+    "default_config_path",
+    "default_socket_path",
+    "load_config",
+]
+
+APP_NAME = "libervia-cache"
+PROFILE_PREFIX = "profile"
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message is one line naming the culprit."""
+
+
+class CacheStrategy(enum.StrEnum):
+    """``[pubsub_cache] strategy``: whether synced nodes are answered from the cache."""
+
+    CACHE = "cache"
+    NO_CACHE = "no_cache"
+
+
+class TLSPolicy(enum.StrEnum):
+    """``[profile NAME] tls``: how the client connection uses TLS."""
+
+    REQUIRED = "required"
+    OPTIONAL = "optional"
+    OFF = "off"
+
+
+def default_config_path() -> Path:
+    """``$XDG_CONFIG_HOME/libervia-cache/libervia-cache.conf`` (per platformdirs)."""
+    return platformdirs.user_config_path(APP_NAME) / f"{APP_NAME}.conf"
+
+
+def default_socket_path() -> Path:
+    """``$XDG_RUNTIME_DIR/libervia-cache/daemon.sock`` (per platformdirs)."""
+    return platformdirs.user_runtime_path(APP_NAME) / "daemon.sock"
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """One ``[profile NAME]`` section: an XMPP account."""
+
+    name: str
+    jid: JID
+    password: str = field(repr=False)
+    host: str
+    port: int
+    tls: TLSPolicy
+    tls_ca: Path | None
+
+
+# --- value parsers: (raw string, directory of the config file) -> value, or ValueError
+
+
+def _path(raw: str, base: Path) -> Path:
+    return base / Path(raw).expanduser()
+
+
+def _choice(enum_class: type[enum.StrEnum]) -> Callable[[str, Path], Any]:
+    def parse(raw: str, base: Path) -> Any:
+        try:
+            return enum_class(raw.lower())
+        except ValueError:
+            choices = ", ".join(member.value for member in enum_class)
+            raise ValueError(f"{raw!r} is not one of {choices}") from None
+
+    return parse
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str, Path], int]:
+    def parse(raw: str, base: Path) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            wanted = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ValueError(f"{value} is out of range (must be {wanted})")
+        return value
+
+    return parse
+
+
+def _db_url(raw: str, base: Path) -> str:
+    try:
+        make_url(raw)
+    except ArgumentError:
+        raise ValueError(f"{raw!r} is not an SQLAlchemy database URL") from None
+    return raw
+
+
+def _bare_jid(raw: str, base: Path) -> JID:
+    try:
+        jid = JID(raw)
+    except InvalidFormat as e:
+        raise ValueError(f"{raw!r} is not a valid JID ({e})") from None
+    if not jid.user:
+        raise ValueError(f"{raw!r} has no user part (expected user@domain)")
+    if jid.resource:
+        raise ValueError(f"{raw!r} is not a bare JID (remove the /resource)")
+    return jid
+
+
+def _text(raw: str, base: Path) -> str:
+    return raw
+
+
+def _pem_file(raw: str, base: Path) -> Path:
+    path = _path(raw, base)
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} is not an existing file")
+    try:
+        content = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{str(path)!r} cannot be read ({e.strerror})") from None
+    if b"-----BEGIN CERTIFICATE-----" not in content:
+        raise ValueError(f"{str(path)!r} holds no PEM certificate")
+    return path
+
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: how to parse it and its default.
+
+    ``default`` is a value, :data:`_REQUIRED`, or with ``computed`` a function of the
+    values of the section parsed so far (keys are parsed in declaration order).
+    """
+
+    parse: Callable[[str, Path], Any]
+    default: Any = None
+    computed: bool = False
+
+    def default_value(self, values: Mapping[str, Any]) -> Any:
+        return self.default(values) if self.computed else self.default
+
+
+#: Section kind -> key -> :class:`Key`. ``profile`` is the kind of ``[profile NAME]``.
+SCHEMA: dict[str, dict[str, Key]] = {
+    "daemon": {
+        "socket": Key(_path, lambda values: default_socket_path(), computed=True),
+    },
+    "pubsub_cache": {
+        "strategy": Key(_choice(CacheStrategy), CacheStrategy.CACHE),
+        "db_url": Key(_db_url, None),
+        "cache_limit": Key(_int_range(1), 5000),
+        "progress_deadline": Key(_int_range(1), 21600),
+    },
+    PROFILE_PREFIX: {
+        "jid": Key(_bare_jid, _REQUIRED),
+        "password": Key(_text, _REQUIRED),
+        "host": Key(_text, lambda values: values["jid"].host, computed=True),
+        "port": Key(_int_range(1, 65535), 5222),
+        "tls": Key(_choice(TLSPolicy), TLSPolicy.REQUIRED),
+        "tls_ca": Key(_pem_file, None),
+    },
+}
+
+
+def _section_kind(section: str) -> str | None:
+    """The :data:`SCHEMA` kind of a section name, or None if it is not one."""
+    if section in SCHEMA and section != PROFILE_PREFIX:
+        return section
+    kind, _, name = section.partition(" ")
+    if kind == PROFILE_PREFIX and name.strip() and name == name.strip():
+        return PROFILE_PREFIX
+    return None
+
+
+class DaemonConfig:
+    """The validated configuration: every known key has a value (given or default)."""
+
+    def __init__(self, path: Path, sections: dict[str, dict[str, Any]]) -> None:
+        self.path = path
+        self._sections = sections
+        self.profiles: dict[str, ProfileConfig] = {
+            section.partition(" ")[2]: ProfileConfig(name=section.partition(" ")[2], **values)
+            for section, values in sections.items()
+            if _section_kind(section) == PROFILE_PREFIX
+        }
+
+    @property
+    def socket_path(self) -> Path:
+        """Path of the control socket (``[daemon] socket``)."""
+        path: Path = self.get("daemon", "socket")
+        return path
+
+    @property
+    def default_profile(self) -> str:
+        """Name of the first profile of the file (the CLI's default)."""
+        if not self.profiles:
+            raise ConfigError(f"no [profile NAME] section in {self.path}")
+        return next(iter(self.profiles))
+
+    def profile(self, name: str) -> ProfileConfig:
+        """The profile called ``name``; :class:`ConfigError` listing known ones if none."""
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(self.profiles) or "none"
+            raise ConfigError(
+                f"unknown profile {name!r} (known profiles in {self.path}: {known})"
+            ) from None
+
+    def get(self, section: str, key: str) -> Any:
+        """The validated value of ``[section] key`` (its default when not in the file).
+
+        ``section`` is ``daemon``, ``pubsub_cache`` or ``profile NAME`` (an existing
+        profile). Raises ``KeyError`` for a key or section the daemon does not know.
+        """
+        if section in self._sections and key in self._sections[section]:
+            return self._sections[section][key]
+        raise KeyError(f"unknown configuration key [{section}] {key}")
+
+
+def _parse_section(path: Path, section: str, kind: str, raw: Mapping[str, str]) -> dict[str, Any]:
+    schema = SCHEMA[kind]
+    for key in raw:
+        if key not in schema:
+            known = ", ".join(schema)
+            raise ConfigError(f"{path}: [{section}] {key}: unknown key (known keys: {known})")
+    values: dict[str, Any] = {}
+    for key, spec in schema.items():
+        if key in raw:
+            text = raw[key].strip()
+            if not text:
+                raise ConfigError(f"{path}: [{section}] {key}: empty value")
+            try:
+                values[key] = spec.parse(text, path.parent)
+            except ValueError as e:
+                raise ConfigError(f"{path}: [{section}] {key}: {e}") from None
+        elif spec.default is _REQUIRED:
+            raise ConfigError(f"{path}: [{section}] {key}: missing (this key is required)")
+        else:
+            values[key] = spec.default_value(values)
+    return values
+
+
+def _read(path: Path) -> configparser.ConfigParser:
+    # No [DEFAULT] magic: it would leak keys into every section.
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0")
+    try:
+        with path.open(encoding="utf-8") as file:
+            parser.read_file(file)
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except configparser.Error as e:
+        raise ConfigError(f"{path}: {' '.join(e.message.split())}") from None
+    return parser
+
+
+def load_config(path: Path | None = None) -> DaemonConfig:
+    """Read and validate the configuration file.
+
+    Without ``path``, the default file (:func:`default_config_path`) is read if it
+    exists, else every key has its default and there is no profile. An explicitly
+    given file must exist. Raises :class:`ConfigError` (one line) on any problem.
+    """
+    if path is None:
+        path = default_config_path()
+        if not path.exists():
+            return DaemonConfig(path, _defaults(path))
+    elif not path.exists():
+        raise ConfigError(f"configuration file {path} not found")
+    path = path.absolute()
+    parser = _read(path)
+    sections = _defaults(path)
+    for section in parser.sections():
+        kind = _section_kind(section)
+        if kind is None:
+            raise ConfigError(
+                f"{path}: [{section}]: unknown section "
+                "(expected [daemon], [pubsub_cache] or [profile NAME])"
+            )
+        sections[section] = _parse_section(path, section, kind, parser[section])
+    return DaemonConfig(path, sections)
+
+
+def _defaults(path: Path) -> dict[str, dict[str, Any]]:
+    """The values of the global sections when the file does not set them."""
+    return {kind: _parse_section(path, kind, kind, {}) for kind in SCHEMA if kind != PROFILE_PREFIX}
