@@ -98,9 +98,7 @@ class XEP0060(Protocol):
     ) -> defer.Deferred[ItemsResult]:
         """The network request alone: no trigger is called (used by synchronisation)."""
 
-    def subscribe(
-        self, client: Client, service: JID | None, node: str
-    ) -> defer.Deferred[Any]: ...
+    def subscribe(self, client: Client, service: JID | None, node: str) -> defer.Deferred[Any]: ...
 
     def get_configuration(
         self, client: Client, service: JID | None, node: str

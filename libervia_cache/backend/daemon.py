@@ -1,0 +1,179 @@
+"""The reference daemon: the host that plugins receive.
+
+It reads the configuration, loads the plugins from their entry points, opens the control
+socket, connects one tx_xmpp client per profile (with the RSM-aware pubsub client of the
+XEP-0060 plugin attached) and exposes the transparent items read on the bridge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.jid import JID
+from tx_xmpp import rsm
+from tx_xmpp.client import XMPPClient
+
+from libervia_cache.aio import as_deferred
+from libervia_cache.backend.bridge import Bridge, BridgeError
+from libervia_cache.backend.clients import connect_client, disconnect_client
+from libervia_cache.backend.config import DaemonConfig, ProfileConfig
+from libervia_cache.backend.plugins import load_plugins
+from libervia_cache.backend.trigger import TriggerManager
+from libervia_cache.backend.xep_0060 import XEP_0060, EventDispatchingPubSubClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProfileClient:
+    """One connected profile (``hostapi.Client``)."""
+
+    profile: str
+    xmpp: XMPPClient
+    pubsub_client: EventDispatchingPubSubClient
+
+    @property
+    def jid(self) -> JID:
+        return self.xmpp.jid  # type: ignore[no-any-return]
+
+
+class Daemon:
+    """The host (``hostapi.Host``) of the reference daemon."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.trigger = TriggerManager()
+        self.bridge = Bridge()
+        self.plugins: dict[str, Any] = {}
+        self.clients: dict[str, ProfileClient] = {}
+
+    @property
+    def default_profile(self) -> str:
+        return self.config.default_profile
+
+    def get_client(self, profile: str) -> ProfileClient:
+        try:
+            return self.clients[profile]
+        except KeyError:
+            if profile in self.config.profiles:
+                raise BridgeError("unavailable", f"profile {profile!r} is not connected") from None
+            known = ", ".join(self.config.profiles) or "none"
+            raise BridgeError(
+                "not_found", f"unknown profile {profile!r} (known: {known})"
+            ) from None
+
+    async def start(self, *, listen: bool = True, connect: bool = True) -> None:
+        """Load plugins, open the control socket, connect every profile."""
+        self.plugins = load_plugins(self)
+        for name, plugin in self.plugins.items():
+            if hasattr(plugin, "start"):
+                log.debug("starting plugin %s", name)
+                await as_deferred(plugin.start)
+        self.bridge.register_method("ps_items_get", self._bridge_ps_items_get)
+        self.bridge.register_method("ping", lambda: "pong")
+        if listen:
+            await self.bridge.listen(self.config.socket_path)
+            log.info("control socket listening on %s", self.config.socket_path)
+        if connect:
+            await defer.DeferredList(
+                [
+                    defer.Deferred.fromCoroutine(self.connect_profile(p))
+                    for p in self.config.profiles.values()
+                ]
+            )
+
+    async def connect_profile(self, profile: ProfileConfig) -> ProfileClient | None:
+        """Connect one profile; a failure is logged and leaves the profile offline."""
+        pubsub_handler = self.xep_0060.make_client_handler()
+        try:
+            xmpp = await connect_client(
+                profile.jid,
+                profile.password,
+                profile.host,
+                profile.port,
+                tls=str(profile.tls),
+                tls_ca=str(profile.tls_ca) if profile.tls_ca else None,
+                handlers=[pubsub_handler],
+            )
+        except Exception as error:
+            log.error("profile %s: could not connect: %s", profile.name, error)
+            return None
+        client = ProfileClient(profile.name, xmpp, pubsub_handler)
+        pubsub_handler.client = client
+        self.clients[profile.name] = client
+        log.info("profile %s connected as %s", profile.name, client.jid.full())
+        for name, plugin in self.plugins.items():
+            if hasattr(plugin, "profile_connected"):
+                try:
+                    await as_deferred(plugin.profile_connected, client)
+                except Exception:
+                    log.exception("plugin %s failed on connection of %s", name, profile.name)
+        return client
+
+    async def stop(self) -> None:
+        for name, plugin in reversed(list(self.plugins.items())):
+            if hasattr(plugin, "stop"):
+                try:
+                    await as_deferred(plugin.stop)
+                except Exception:
+                    log.exception("plugin %s failed to stop", name)
+        for client in list(self.clients.values()):
+            await disconnect_client(client.xmpp)
+        self.clients.clear()
+        await as_deferred(self.bridge.stop)
+
+    @property
+    def xep_0060(self) -> XEP_0060:
+        return self.plugins["XEP-0060"]  # type: ignore[no-any-return]
+
+    async def _bridge_ps_items_get(
+        self,
+        service: str,
+        node: str,
+        profile: str | None = None,
+        max_items: int | None = None,
+        item_ids: Sequence[str] | None = None,
+        rsm: dict[str, Any] | None = None,
+        use_cache: bool = True,
+    ) -> dict[str, Any]:
+        """The transparent read: items as XML strings and the metadata of the answer."""
+        client = self.get_client(profile or self.default_profile)
+        rsm_request = rsm_request_from_dict(rsm) if rsm else None
+        try:
+            items, metadata = await self.xep_0060.get_items(
+                client,
+                JID(service) if service else None,
+                node,
+                max_items=max_items,
+                item_ids=item_ids,
+                rsm_request=rsm_request,
+                extra={"use_cache": use_cache},
+            )
+        except StanzaError as error:
+            raise BridgeError("server", f"the pubsub service answered {error.condition}") from None
+        except defer.TimeoutError:
+            raise BridgeError("timeout", "the pubsub service did not answer in time") from None
+        return {"items": [item.toXml() for item in items], "metadata": metadata}
+
+
+def rsm_request_from_dict(data: dict[str, Any]) -> rsm.RSMRequest:
+    """An RSM request from its JSON form: ``max``, ``after``, ``before``, ``index``."""
+    unknown = set(data) - {"max", "after", "before", "index"}
+    if unknown:
+        raise BridgeError("bad_request", f"unknown RSM key(s): {', '.join(sorted(unknown))}")
+    try:
+        return rsm.RSMRequest(
+            max_=int(data.get("max", 10)),
+            after=data.get("after"),
+            before=data.get("before"),
+            index=data.get("index"),
+        )
+    except (AssertionError, ValueError, TypeError):
+        raise BridgeError(
+            "bad_request", "invalid RSM request: use one of after, before or index"
+        ) from None

@@ -1,0 +1,481 @@
+"""The pubsub cache plugin: wiring of analysis, synchronisation, store and triggers.
+
+Hooked on the daemon's items request path (see ``doc/`` and DESIGN.md):
+
+- return point ``XEP-0060_getItems``: a COMPLETED node is answered from the store;
+- point ``XEP-0060_gotItems``: an unknown node is analysed with the items just fetched,
+  a node worth syncing gets a background sync, tracked unsynced nodes get write-back;
+- pubsub events keep synced nodes fresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+from tx_xmpp import pubsub, rsm
+from tx_xmpp.generic import parseXml
+
+from libervia_cache.analysis import Analyser, AnalyserRegistry, analyse_node
+from libervia_cache.hostapi import XEP0060, Client, Host, ItemsResult, ReturnPointResult
+from libervia_cache.storage import ItemsPage, NodeInfo, Store, SyncState, UnknownRSMKey
+from libervia_cache.sync import SyncProgress, parse_items, synchronise_node
+
+log = logging.getLogger(__name__)
+
+PLUGIN_INFO = {
+    "name": "Pubsub cache",
+    "import_name": "PUBSUB_CACHE",
+    "dependencies": ["XEP-0060"],
+    "recommendations": [],
+    "main": "PubsubCache",
+    "description": "Keeps pubsub nodes in a local database and answers reads from it",
+}
+
+#: The cache answers before any other trigger of the items request path.
+TRIGGER_PRIORITY = 1000
+
+SyncKey = tuple[str, str, str]
+
+
+@dataclass
+class CacheCounters:
+    """Hits and misses since the daemon started."""
+
+    hits: int = 0
+    misses: int = 0
+    syncs_started: int = 0
+    syncs_failed: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def miss(self, reason: str) -> None:
+        self.misses += 1
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+
+
+class PubsubCache:
+    """Transparent pubsub cache (``host.plugins["PUBSUB_CACHE"]``)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.pubsub: XEP0060 = host.plugins["XEP-0060"]
+        self.analysers = AnalyserRegistry()
+        self.store: Store | None = None
+        self.counters = CacheCounters()
+        self.serving = host.config.get("pubsub_cache", "strategy") != "no_cache"
+        self.limit: int = host.config.get("pubsub_cache", "cache_limit")
+        self._syncs: dict[SyncKey, defer.Deferred[Any]] = {}
+        self._progress: dict[SyncKey, SyncProgress] = {}
+        host.trigger.add("XEP-0060_getItems", self._get_items_trigger, TRIGGER_PRIORITY)
+        host.trigger.add("XEP-0060_gotItems", self._got_items_trigger, TRIGGER_PRIORITY)
+        self.pubsub.add_event_handler(self._on_event)
+        for name in ("ps_cache_sync", "ps_cache_status"):
+            host.bridge.register_method(name, getattr(self, f"_bridge_{name}"))
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open (create or upgrade) the store."""
+        self.store = await Store.open(self.host.config.get("pubsub_cache", "db_url"))
+
+    async def stop(self) -> None:
+        for deferred in list(self._syncs.values()):
+            deferred.cancel()
+        self.host.trigger.remove("XEP-0060_getItems", self._get_items_trigger)
+        self.host.trigger.remove("XEP-0060_gotItems", self._got_items_trigger)
+        self.pubsub.remove_event_handler(self._on_event)
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+    async def profile_connected(self, client: Client) -> None:
+        """Redo the syncs a crash or restart left IN_PROGRESS for this profile."""
+        store = self._require_store()
+        for node_info in await store.get_nodes(
+            profile=client.profile, sync_state=SyncState.IN_PROGRESS
+        ):
+            if (client.profile, node_info.service, node_info.name) in self._syncs:
+                continue
+            log.info(
+                "node %s on %s was left half-synchronised: synchronising it again",
+                node_info.name,
+                node_info.service,
+            )
+            self.start_sync(client, node_info)
+
+    # --- analysers -------------------------------------------------------------------
+
+    def register_analyser(self, analyser: Mapping[str, Any]) -> Analyser:
+        """Register an analyser: which nodes to cache, and how to parse their items.
+
+        ``analyser`` is a mapping with these keys:
+
+        ``name`` (required)
+            Unique name, normalised (stripped, lower-case). A second registration of
+            the same name raises ``AnalyserConflict``.
+        ``type`` (required)
+            Type of the nodes it matches (e.g. ``"blog"``), stored with the node and
+            usable as a search/purge filter.
+        ``node``
+            Node-name prefix it matches (e.g. ``"urn:xmpp:microblog:0"``).
+        ``namespace``
+            Namespace of the first child of ``<item>`` (the payload) it matches, looked
+            at when no node prefix matched. At least one of ``node`` and ``namespace``.
+        ``to_sync`` (default False)
+            Whether matching nodes are synchronised and then answered from the cache.
+        ``parser``
+            ``parser(client, item_elt, service, node) -> dict``: parsed JSON data of an
+            item, used by search. May be a coroutine function or return a Deferred. An
+            exception, or a result that is not a dict, leaves the item stored raw.
+        ``match_cb``
+            ``match_cb(client, analysis)``: called with the analysis mapping
+            (``service``, ``node``, ``type``, ``subtype``, ``namespace``, ``conf``: the
+            node configuration when the service gave it), which it may amend in place
+            (e.g. set ``subtype``). May be a coroutine function or return a Deferred.
+        """
+        return self.analysers.register(analyser)
+
+    # --- the request path --------------------------------------------------------------
+
+    async def _get_items_trigger(
+        self,
+        client: Client,
+        service: JID | None,
+        node: str,
+        max_items: int | None,
+        item_ids: Sequence[str] | None,
+        sub_id: str | None,
+        rsm_request: rsm.RSMRequest | None,
+        extra: dict[str, Any],
+    ) -> ReturnPointResult:
+        if not self.serving or extra.get("use_cache") is False:
+            return True, None
+        if sub_id or extra.get("mam") or extra.get("order_by"):
+            self.counters.miss("unsupported request")
+            return True, None
+        service = service or client.jid.userhostJID()
+        store = self._require_store()
+        node_info = await store.get_node(client.profile, service.full(), node)
+        if node_info is None or node_info.sync_state is not SyncState.COMPLETED:
+            self.counters.miss("not synchronised")
+            return True, None
+        answer = await self.get_items_from_cache(
+            client, service, node, max_items, item_ids, rsm_request, node_info=node_info
+        )
+        if answer is None:
+            return True, None
+        self.counters.hits += 1
+        return False, answer
+
+    async def get_items_from_cache(
+        self,
+        client: Client,
+        service: JID | None,
+        node: str,
+        max_items: int | None = None,
+        item_ids: Sequence[str] | None = None,
+        rsm_request: rsm.RSMRequest | None = None,
+        *,
+        node_info: NodeInfo | None = None,
+    ) -> ItemsResult | None:
+        """Answer an items request from the store, as the service would answer it.
+
+        Returns ``None`` when the store cannot answer faithfully (node not cached, an
+        RSM key it does not know): the caller then asks the network.
+        """
+        service = service or client.jid.userhostJID()
+        store = self._require_store()
+        if node_info is None:
+            node_info = await store.get_node(client.profile, service.full(), node)
+            if node_info is None or node_info.sync_state is not SyncState.COMPLETED:
+                return None
+        rsm_args: dict[str, Any] = {}
+        if rsm_request is not None:
+            rsm_args = {
+                "rsm_max": rsm_request.max,
+                "after": rsm_request.after,
+                "before": rsm_request.before,
+                "index": rsm_request.index,
+            }
+        try:
+            page = await store.get_items(
+                node_info.id, max_items=max_items, item_ids=item_ids, **rsm_args
+            )
+        except UnknownRSMKey:
+            self.counters.miss("unknown RSM key")
+            return None
+        return [parseXml(raw.encode()) for raw in page.items], cache_metadata(
+            service, node, page, rsm_request is not None
+        )
+
+    async def _got_items_trigger(
+        self,
+        client: Client,
+        service: JID | None,
+        node: str,
+        max_items: int | None,
+        item_ids: Sequence[str] | None,
+        sub_id: str | None,
+        rsm_request: rsm.RSMRequest | None,
+        extra: dict[str, Any],
+        items: list[domish.Element],
+        metadata: dict[str, Any],
+    ) -> bool:
+        if extra.get("use_cache") is False and not self.serving:
+            return True
+        service = service or client.jid.userhostJID()
+        store = self._require_store()
+        node_info = await store.get_node(client.profile, service.full(), node)
+        if node_info is None:
+            analysis = await analyse_node(
+                self.analysers, self.pubsub, client, service, node, first_items=items
+            )
+            if analysis.analyser is None:
+                return True
+            node_info = await store.get_or_create_node(
+                client.profile,
+                service.full(),
+                node,
+                analyser=analysis.analyser.name,
+                type_=analysis.type,
+                subtype=analysis.subtype,
+                extra=analysis.extra,
+            )
+        analyser = self.analysers.get(node_info.analyser)
+        if analyser is None:
+            return True
+        if analyser.to_sync and node_info.sync_state is None and self.serving:
+            self.start_sync(client, node_info)
+        elif node_info.sync_state not in (SyncState.COMPLETED, SyncState.IN_PROGRESS):
+            # A tracked node that is not synchronised: keep what we saw, for search.
+            parsed = await parse_items(analyser, client, service, node, items)
+            await store.cache_items(node_info.id, parsed, where="newest")
+        return True
+
+    # --- synchronisation ---------------------------------------------------------------
+
+    def start_sync(self, client: Client, node_info: NodeInfo) -> defer.Deferred[Any]:
+        """Synchronise a node in the background; at most one sync per node at a time."""
+        key: SyncKey = (client.profile, node_info.service, node_info.name)
+        running = self._syncs.get(key)
+        if running is not None:
+            return running
+        self.counters.syncs_started += 1
+        progress = SyncProgress()
+        self._progress[key] = progress
+        deferred = defer.Deferred.fromCoroutine(self._run_sync(client, node_info, progress))
+        self._syncs[key] = deferred
+
+        def done(result: Any) -> Any:
+            self._syncs.pop(key, None)
+            self._progress.pop(key, None)
+            return result
+
+        deferred.addBoth(done)
+        return deferred
+
+    async def _run_sync(self, client: Client, node_info: NodeInfo, progress: SyncProgress) -> None:
+        store = self._require_store()
+        analyser = self.analysers.get(node_info.analyser)
+
+        def on_progress(current: SyncProgress) -> None:
+            progress.stored, progress.total, progress.pages = (
+                current.stored,
+                current.total,
+                current.pages,
+            )
+
+        try:
+            result = await synchronise_node(
+                store,
+                self.pubsub,
+                client,
+                node_info,
+                analyser,
+                limit=self.limit,
+                on_progress=on_progress,
+            )
+        except defer.CancelledError:
+            raise
+        except Exception as error:
+            self.counters.syncs_failed += 1
+            log.error(
+                "synchronisation of node %s on %s failed: %s",
+                node_info.name,
+                node_info.service,
+                error,
+            )
+            await store.purge_node_items(node_info.id)
+            await store.update_node(node_info.id, sync_state=SyncState.ERROR)
+        else:
+            log.info(
+                "node %s on %s synchronised: %d items",
+                node_info.name,
+                node_info.service,
+                result.stored,
+            )
+
+    async def synchronise(
+        self, client: Client, service: JID | None, node: str, resync: bool = True
+    ) -> None:
+        """(Re)synchronise a node now, even one in ERROR; waits for the end.
+
+        Without ``resync``, a node already COMPLETED is left as it is.
+        """
+        service = service or client.jid.userhostJID()
+        store = self._require_store()
+        node_info = await store.get_node(client.profile, service.full(), node)
+        if node_info is None:
+            analysis = await analyse_node(self.analysers, self.pubsub, client, service, node)
+            node_info = await store.get_or_create_node(
+                client.profile,
+                service.full(),
+                node,
+                analyser=analysis.analyser.name if analysis.analyser else None,
+                type_=analysis.type,
+                subtype=analysis.subtype,
+                extra=analysis.extra,
+            )
+        elif not resync and node_info.sync_state is SyncState.COMPLETED:
+            return
+        await self.start_sync(client, node_info)
+        node_info = await store.get_node(client.profile, service.full(), node)
+        if node_info is None or node_info.sync_state is not SyncState.COMPLETED:
+            raise RuntimeError(f"synchronisation of node {node} on {service.full()} failed")
+
+    # --- events ------------------------------------------------------------------------
+
+    def _on_event(self, client: Client, event: Any) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._handle_event(client, event))
+
+    async def _handle_event(self, client: Client, event: Any) -> None:
+        store = self.store
+        if store is None:
+            return
+        node_info = await store.get_node(client.profile, event.sender.full(), event.nodeIdentifier)
+        if node_info is None or node_info.sync_state not in (
+            SyncState.COMPLETED,
+            SyncState.IN_PROGRESS,
+        ):
+            return
+        service = JID(node_info.service)
+        if isinstance(event, pubsub.ItemsEvent):
+            retracted = [
+                e.getAttribute("id")
+                for e in event.items
+                if e.name == "retract" and e.getAttribute("id")
+            ]
+            published = [e for e in event.items if e.name == "item"]
+            if published:
+                analyser = self.analysers.get(node_info.analyser)
+                published = await self._with_payloads(client, service, node_info.name, published)
+                parsed = await parse_items(analyser, client, service, node_info.name, published)
+                await store.cache_items(node_info.id, parsed, where="newest")
+            if retracted:
+                await store.delete_items(node_info.id, retracted)
+        elif isinstance(event, pubsub.PurgeEvent):
+            await store.purge_node_items(node_info.id)
+        elif isinstance(event, pubsub.DeleteEvent):
+            await store.delete_node(node_info.id)
+
+    async def _with_payloads(
+        self, client: Client, service: JID, node: str, items: list[domish.Element]
+    ) -> list[domish.Element]:
+        """Items with their payloads: notifications may come without (node option)."""
+        missing = [i.getAttribute("id") for i in items if not list(i.elements())]
+        if not missing:
+            return items
+        fetched, __ = await self.pubsub.get_items_from_network(
+            client, service, node, item_ids=missing
+        )
+        by_id = {i.getAttribute("id"): i for i in fetched}
+        return [by_id.get(i.getAttribute("id"), i) for i in items]
+
+    # --- bridge ------------------------------------------------------------------------
+
+    async def _bridge_ps_cache_sync(
+        self, service: str, node: str, profile: str | None = None, wait: bool = False
+    ) -> dict[str, Any]:
+        client = self.host.get_client(profile or self.host.default_profile)  # type: ignore[attr-defined]
+        d = defer.Deferred.fromCoroutine(
+            self.synchronise(client, JID(service) if service else None, node)
+        )
+        if wait:
+            await d
+        else:
+            d.addErrback(lambda f: log.error("synchronisation failed: %s", f.getErrorMessage()))
+        return await self._bridge_ps_cache_status(service, node, profile)
+
+    async def _bridge_ps_cache_status(
+        self, service: str | None = None, node: str | None = None, profile: str | None = None
+    ) -> dict[str, Any]:
+        store = self._require_store()
+        nodes = await store.get_nodes(profile=profile, service=service)
+        rows = []
+        for info in nodes:
+            if node is not None and info.name != node:
+                continue
+            key = (info.profile, info.service, info.name)
+            progress = self._progress.get(key)
+            rows.append(
+                {
+                    "profile": info.profile,
+                    "service": info.service,
+                    "node": info.name,
+                    "analyser": info.analyser,
+                    "type": info.type,
+                    "subtype": info.subtype,
+                    "state": info.sync_state.name if info.sync_state else None,
+                    "last_sync": info.sync_state_updated.isoformat()
+                    if info.sync_state_updated
+                    else None,
+                    "subscribed": info.subscribed,
+                    "items": await store.count_items(info.id),
+                    "progress": {"stored": progress.stored, "total": progress.total}
+                    if progress
+                    else None,
+                }
+            )
+        return {
+            "nodes": rows,
+            "counters": {
+                "hits": self.counters.hits,
+                "misses": self.counters.misses,
+                "syncs_started": self.counters.syncs_started,
+                "syncs_failed": self.counters.syncs_failed,
+                "miss_reasons": dict(self.counters.by_reason),
+            },
+        }
+
+    def _require_store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("the pubsub cache store is not open")
+        return self.store
+
+
+def cache_metadata(service: JID, node: str, page: ItemsPage, with_rsm: bool) -> dict[str, Any]:
+    """Metadata of an answer from the cache, in the shape of a network answer."""
+    metadata: dict[str, Any] = {
+        "service": service.full(),
+        "node": node,
+        "cached": True,
+        "complete": page.complete,
+    }
+    if with_rsm:
+        rsm_data = {
+            k: v
+            for k, v in (
+                ("first", page.first),
+                ("last", page.last),
+                ("index", page.index),
+                ("count", page.count),
+            )
+            if v is not None
+        }
+        metadata["rsm"] = rsm_data
+    return metadata

@@ -1,0 +1,189 @@
+"""Background synchronisation of one node into the store.
+
+A sync subscribes to the node (so that events keep it fresh), then pages through every
+item from the newest backwards with RSM (``before=""``, then ``before=<first>``), so
+that the per-node limit keeps the newest items. A service that ignores RSM (Prosody
+0.12) answers every item at once, which is the whole node. Each page is parsed with the
+analyser's parser and stored in one transaction; the last page is stored in the same
+transaction that marks the node COMPLETED, so a partial node is never served as complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+from tx_xmpp import pubsub, rsm
+
+from libervia_cache.aio import as_deferred
+from libervia_cache.analysis import Analyser
+from libervia_cache.hostapi import XEP0060, Client
+from libervia_cache.storage import NodeInfo, Store, SyncState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 100
+
+
+class SyncError(Exception):
+    """A synchronisation could not complete; the message says why, naming the node."""
+
+
+@dataclass
+class SyncProgress:
+    """Where a running sync stands (for status and progress bars)."""
+
+    stored: int = 0
+    total: int | None = None
+    pages: int = 0
+
+
+def normalise_item(item: domish.Element) -> domish.Element:
+    """An ``<item/>`` in the pubsub namespace, as an items request answers it.
+
+    Items from event notifications are in the ``pubsub#event`` namespace; the cache
+    stores and serves them as the service would answer an items request.
+    """
+    if item.uri == pubsub.NS_PUBSUB:
+        return item
+    normalised = domish.Element((pubsub.NS_PUBSUB, "item"))
+    for name, value in item.attributes.items():
+        normalised[name] = value
+    for child in item.children:
+        normalised.addChild(child)
+    return normalised
+
+
+async def parse_items(
+    analyser: Analyser | None,
+    client: Client,
+    service: JID,
+    node: str,
+    items: list[domish.Element],
+) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """``(item_id, raw_xml, parsed)`` for each item that has an id.
+
+    A parser that raises or returns something that is not a mapping leaves the item
+    stored raw (parsed ``None``); the error is logged with node and item named.
+    """
+    parsed_items: list[tuple[str, str, dict[str, Any] | None]] = []
+    for item in items:
+        item_id = item.getAttribute("id")
+        if not item_id:
+            log.warning("item without id in node %s on %s: not cached", node, service.full())
+            continue
+        item = normalise_item(item)
+        parsed: dict[str, Any] | None = None
+        if analyser is not None and analyser.parser is not None:
+            try:
+                result = await as_deferred(analyser.parser, client, item, service, node)
+            except Exception as error:
+                log.warning(
+                    "parser of analyser %r failed on item %r of node %s on %s: %s",
+                    analyser.name,
+                    item_id,
+                    node,
+                    service.full(),
+                    error,
+                )
+            else:
+                if isinstance(result, dict):
+                    parsed = result
+                elif result is not None:
+                    log.warning(
+                        "parser of analyser %r returned %s for item %r of node %s: stored raw",
+                        analyser.name,
+                        type(result).__name__,
+                        item_id,
+                        node,
+                    )
+        parsed_items.append((item_id, item.toXml(), parsed))
+    return parsed_items
+
+
+async def synchronise_node(
+    store: Store,
+    pubsub_plugin: XEP0060,
+    client: Client,
+    node_info: NodeInfo,
+    analyser: Analyser | None,
+    *,
+    limit: int,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    on_progress: Callable[[SyncProgress], None] | None = None,
+) -> SyncProgress:
+    """Synchronise ``node_info`` completely; raise :class:`SyncError` when it cannot.
+
+    The caller owns the single-flight rule and the state changes around failures.
+    """
+    service = JID(node_info.service)
+    node = node_info.name
+    progress = SyncProgress()
+    await store.update_node(node_info.id, sync_state=SyncState.IN_PROGRESS)
+    await store.purge_node_items(node_info.id)
+
+    try:
+        await pubsub_plugin.subscribe(client, service, node)
+    except Exception as error:
+        log.warning(
+            "could not subscribe to node %s on %s (%s): this node will go stale",
+            node,
+            service.full(),
+            error,
+        )
+        await store.update_node(node_info.id, subscribed=False)
+    else:
+        await store.update_node(node_info.id, subscribed=True)
+
+    seen: set[str] = set()
+    request = rsm.RSMRequest(max_=page_size, before="")
+    while True:
+        items, metadata = await pubsub_plugin.get_items_from_network(
+            client, service, node, rsm_request=request
+        )
+        progress.pages += 1
+        rsm_data = metadata.get("rsm") or {}
+        ids = [item.getAttribute("id") for item in items]
+        repeated = seen.intersection(ids)
+        if repeated:
+            raise SyncError(
+                f"node {node} on {service.full()}: the service returned item(s) "
+                f"{sorted(repeated)[:3]} twice while paging; synchronisation stopped"
+            )
+        seen.update(i for i in ids if i)
+        if "count" in rsm_data:
+            progress.total = min(int(rsm_data["count"]), limit)
+        first = rsm_data.get("first")
+        index = rsm_data.get("index")
+        # Without RSM the service sent the whole node; with RSM, the page that starts at
+        # index 0, or a short or empty page, is the oldest one.
+        last_page = (
+            not rsm_data
+            or first is None
+            or index == 0
+            or len(items) < page_size
+            or progress.stored + len(items) >= limit
+        )
+        if progress.stored + len(items) > limit:
+            items = items[len(items) - (limit - progress.stored) :]
+        parsed = await parse_items(analyser, client, service, node, items)
+        if last_page and progress.stored + len(items) >= limit and rsm_data.get("index") != 0:
+            log.warning(
+                "node %s on %s holds more than the cache limit of %d items: only the newest "
+                "%d are cached",
+                node,
+                service.full(),
+                limit,
+                limit,
+            )
+        await store.cache_items(node_info.id, parsed, where="oldest", complete=last_page)
+        progress.stored += len(parsed)
+        if on_progress is not None:
+            on_progress(progress)
+        if last_page:
+            return progress
+        request = rsm.RSMRequest(max_=page_size, before=first)
