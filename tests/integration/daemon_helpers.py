@@ -1,0 +1,114 @@
+"""Run the reference daemon against a test server: in-process or as the real command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tests.servers.base import XMPPServer, wait_until
+
+ATOM = "http://www.w3.org/2005/Atom"
+
+
+def write_config(
+    directory: Path,
+    server: XMPPServer,
+    profiles: Iterable[str] = ("bob",),
+    **cache_options: Any,
+) -> Path:
+    """A daemon configuration file for ``profiles`` (accounts of ``server``)."""
+    lines = [
+        "[daemon]",
+        f"socket = {directory / 'daemon.sock'}",
+        "",
+        "[pubsub_cache]",
+        f"db_url = sqlite+aiosqlite:///{directory / 'cache.db'}",
+    ]
+    lines += [f"{key} = {value}" for key, value in cache_options.items()]
+    for user in profiles:
+        lines += [
+            "",
+            f"[profile {user}]",
+            f"jid = {server.jid(user)}",
+            f"password = {server.accounts[user]}",
+            f"host = {server.host}",
+            f"port = {server.c2s_port}",
+            "tls = required",
+            f"tls_ca = {server.ca_file}",
+        ]
+    path = directory / "libervia-cache.conf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def atom_entry(item_id: str, title: str, content: str = "", tags: Iterable[str] = ()) -> str:
+    """A XEP-0277 Atom entry payload."""
+    categories = "".join(f"<category term='{tag}'/>" for tag in tags)
+    return (
+        f"<entry xmlns='{ATOM}'><id>urn:uuid:{item_id}</id><title>{title}</title>"
+        f"<content>{content}</content><published>2026-01-01T00:00:00Z</published>"
+        f"<updated>2026-01-01T00:00:00Z</updated>{categories}</entry>"
+    )
+
+
+class DaemonProcess:
+    """``libervia-cache daemon`` as a child process, ready once its socket answers."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.log_path = config.parent / "daemon.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_cli(self.config, *args, check=check)
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "libervia_cache", "--config", str(self.config), "daemon"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        wait_until(
+            lambda: "daemon ready" in self.log_path.read_text(errors="replace"),
+            "the daemon to be ready",
+            timeout=60,
+            alive=lambda: self.process is not None and self.process.poll() is None,
+        )
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            code = self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._log.close()
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def run_cli(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``libervia-cache --config CONFIG ARGS...``; return the completed process."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "libervia_cache", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    result.elapsed = time.monotonic() - started  # type: ignore[attr-defined]
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"libervia-cache {' '.join(args)} exited {result.returncode}: {result.stderr}"
+        )
+    return result
