@@ -1,0 +1,113 @@
+"""The database engine: where the database lives and how connections are set up.
+
+Default: an SQLite file in the per-user data directory
+(``platformdirs.user_data_path("libervia-cache") / "cache.db"``), created owner-only
+(directory 0700, file 0600), through aiosqlite, in WAL mode with foreign keys on.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+APP_NAME = "libervia-cache"
+DB_FILE_NAME = "cache.db"
+
+#: seconds a writer waits for another process's write lock (e.g. the CLI vs the daemon)
+BUSY_TIMEOUT = 30.0
+
+
+def default_db_path() -> Path:
+    """The per-user (XDG) database path."""
+    return platformdirs.user_data_path(APP_NAME) / DB_FILE_NAME
+
+
+def default_db_url() -> str:
+    """The default database URL: SQLite through aiosqlite at :func:`default_db_path`."""
+    return f"sqlite+aiosqlite:///{default_db_path()}"
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file of an SQLite URL, None for in-memory databases and other back-ends."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """Create the database's directory (0700) and file (0600) if missing, owner-only."""
+    path = path.expanduser()
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+def casefold(value: Any) -> Any:
+    """SQL ``casefold(x)``: Unicode case folding (SQLite's ``lower`` is ASCII only)."""
+    return value.casefold() if isinstance(value, str) else value
+
+
+def setup_sqlite_connection(dbapi_connection: Any) -> None:
+    """Per-connection settings: foreign keys, WAL, case-sensitive LIKE, casefold()."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    # ``like`` means case-sensitive; ``ilike`` compares casefold()ed strings
+    cursor.execute("PRAGMA case_sensitive_like = ON")
+    cursor.close()
+    dbapi_connection.create_function("casefold", 1, casefold, deterministic=True)
+
+
+def create_engine(db_url: str | None = None) -> AsyncEngine:
+    """An asyncio engine for ``db_url`` (default: :func:`default_db_url`)."""
+    url = make_url(db_url or default_db_url())
+    kwargs: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        path = sqlite_file(url)
+        if path is not None:
+            prepare_sqlite_file(path)
+        else:
+            # one shared connection, or each would see its own empty in-memory database
+            kwargs["poolclass"] = StaticPool
+        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT}
+    engine = create_async_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _on_connect)
+        event.listen(engine.sync_engine, "begin", _on_begin)
+    return engine
+
+
+def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    # let SQLAlchemy, not the sqlite3 module, decide where transactions begin, so that
+    # DDL is transactional too (migrations) and writers can BEGIN IMMEDIATE
+    dbapi_connection.isolation_level = None
+    setup_sqlite_connection(dbapi_connection)
+
+
+def _on_begin(connection: Connection) -> None:
+    # writers take the write lock up front: a deferred transaction upgrading from read to
+    # write fails at once (SQLITE_BUSY) when another process wrote meanwhile
+    mode = connection.get_execution_options().get("sqlite_begin", "")
+    connection.exec_driver_sql(f"BEGIN {mode}" if mode == "IMMEDIATE" else "BEGIN")
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only ``sqlite3`` connection for the lean page-read path (see ``pages``)."""
+    # not mode=ro: a read-only connection cannot create the WAL index if it is missing
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+    connection.execute("PRAGMA query_only = ON")
+    return connection

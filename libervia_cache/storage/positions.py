@@ -1,0 +1,62 @@
+"""Keeping item positions dense (see :mod:`.models`, "Item order").
+
+Removals record the lowest position where a gap opened; :func:`renumber_sync` closes
+the gaps above it with one window-function ``UPDATE`` per order, touching only the rows
+above the first gap (usually a handful: retracts and republishes mostly hit recent items).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import Connection, func, select, update
+
+from .models import PubsubItem, PubsubNode
+from .pages import ORDERS
+
+items = PubsubItem.__table__
+nodes = PubsubNode.__table__
+
+
+def record_gaps(connection: Connection, gaps: Mapping[int, Mapping[str, int | None]]) -> None:
+    """Record removals: ``{node_id: {gap column: lowest removed position}}``."""
+    for node_id, node_gaps in gaps.items():
+        values = {
+            gap_name: func.min(func.coalesce(nodes.c[gap_name], removed), removed)
+            for gap_name, removed in node_gaps.items()
+            if removed is not None
+        }
+        if values:
+            connection.execute(update(nodes).where(nodes.c.id == node_id).values(values))
+
+
+def renumber_sync(connection: Connection, node_ids: Iterable[int]) -> None:
+    """Close the position gaps of ``node_ids`` (in the caller's transaction)."""
+    for node_id in node_ids:
+        gap_row = connection.execute(
+            select(*(nodes.c[gap] for _, gap in ORDERS.values())).where(nodes.c.id == node_id)
+        ).one_or_none()
+        if gap_row is None:
+            continue
+        for (position_name, _), gap in zip(ORDERS.values(), gap_row, strict=True):
+            if gap is None:
+                continue
+            position = items.c[position_name]
+            ranked = (
+                select(
+                    items.c.id.label("row_id"),
+                    (func.row_number().over(order_by=position) + (gap - 1)).label("dense"),
+                )
+                .where(items.c.node_id == node_id, position >= gap)
+                .subquery()
+            )
+            connection.execute(
+                update(items)
+                .where(items.c.id == ranked.c.row_id, position != ranked.c.dense)
+                .values({position_name: ranked.c.dense})
+            )
+        connection.execute(
+            update(nodes)
+            .where(nodes.c.id == node_id)
+            .values({gap: None for _, gap in ORDERS.values()})
+        )

@@ -1,0 +1,195 @@
+"""SQL for search and purge queries validated by :mod:`libervia_cache.search`.
+
+Every user value is a bound parameter; JSON paths too (``json_extract(parsed, ?)``).
+Operators are a table (:data:`OPERATOR_SQL`) with the same keys as
+:data:`libervia_cache.search.OPERATORS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    column,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    table,
+    true,
+)
+from sqlalchemy.sql.elements import UnaryExpression
+
+from ..search import OrderBy, ParsedFilter, PurgeFilters, SearchQuery
+from .fts import FTS_TABLE
+from .models import PubsubItem, PubsubNode
+
+items = PubsubItem.__table__
+nodes = PubsubNode.__table__
+fts = table(FTS_TABLE, column("rowid"), column("rank"), column(FTS_TABLE))
+
+Field = ColumnElement[Any]
+
+
+def _field(path: str) -> Field:
+    return func.json_extract(items.c.parsed, path)
+
+
+def _elements(path: str, values: Sequence[Any], fold: bool) -> ColumnElement[bool]:
+    """EXISTS an element of the JSON array at ``path`` among ``values``."""
+    each = func.json_each(items.c.parsed, path).table_valued("value")
+    element: Field = each.c.value
+    if fold:
+        element = func.casefold(element)
+        values = [v.casefold() if isinstance(v, str) else v for v in values]
+    return exists(select(1).select_from(each).where(element.in_(values)))
+
+
+def _like(path: str, pattern: str, fold: bool) -> ColumnElement[bool]:
+    field = _field(path)
+    if fold:
+        return func.casefold(field).like(func.casefold(pattern), escape="\\")
+    return field.like(pattern, escape="\\")
+
+
+def _absent_or_not(path: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    # negations also match items without the field
+    return or_(_field(path).is_(None), not_(condition))
+
+
+#: operator -> SQL condition on (JSON path, validated value)
+OPERATOR_SQL: dict[str, Callable[[str, Any], ColumnElement[bool]]] = {
+    "==": lambda p, v: _field(p).is_(None) if v is None else _field(p) == v,
+    "!=": lambda p, v: _field(p).is_not(None) if v is None else _field(p).op("IS NOT")(v),
+    "<": lambda p, v: _field(p) < v,
+    "<=": lambda p, v: _field(p) <= v,
+    ">": lambda p, v: _field(p) > v,
+    ">=": lambda p, v: _field(p) >= v,
+    "between": lambda p, v: _field(p).between(v[0], v[1]),
+    "in": lambda p, v: _field(p).in_(v),
+    "not_in": lambda p, v: _absent_or_not(p, _field(p).in_(v)),
+    "overlap": lambda p, v: _elements(p, v, fold=False),
+    "ioverlap": lambda p, v: _elements(p, v, fold=True),
+    "disjoint": lambda p, v: not_(_elements(p, v, fold=False)),
+    "idisjoint": lambda p, v: not_(_elements(p, v, fold=True)),
+    "like": lambda p, v: _like(p, v, fold=False),
+    "ilike": lambda p, v: _like(p, v, fold=True),
+    "not_like": lambda p, v: _absent_or_not(p, _like(p, v, fold=False)),
+    "not_ilike": lambda p, v: _absent_or_not(p, _like(p, v, fold=True)),
+}
+
+#: order key -> SQL expression
+ORDER_SQL: dict[str, Callable[[], Field]] = {
+    "creation": lambda: items.c.created,
+    "modification": lambda: items.c.updated,
+    "item_id": lambda: items.c.item_id,
+    "rank": lambda: fts.c.rank,
+}
+
+
+def parsed_condition(parsed_filter: ParsedFilter) -> ColumnElement[bool]:
+    """The SQL condition of one parsed-field filter."""
+    return OPERATOR_SQL[parsed_filter.op](parsed_filter.json_path, parsed_filter.value)
+
+
+def _in_nullable(field: Field, values: Sequence[str | None]) -> ColumnElement[bool]:
+    present = [v for v in values if v is not None]
+    conditions: list[ColumnElement[bool]] = []
+    if present:
+        conditions.append(field.in_(present))
+    if len(present) != len(values):
+        conditions.append(field.is_(None))
+    return or_(*conditions) if conditions else false()
+
+
+def node_conditions(
+    filters: SearchQuery | PurgeFilters, names: Sequence[str] | None
+) -> list[ColumnElement[bool]]:
+    """Conditions on ``pubsub_nodes`` shared by search, purge and node deletion."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.profiles is not None:
+        conditions.append(nodes.c.profile.in_(filters.profiles))
+    if filters.services is not None:
+        conditions.append(nodes.c.service.in_(filters.services))
+    if names is not None:
+        conditions.append(nodes.c.name.in_(names))
+    if filters.types is not None:
+        conditions.append(_in_nullable(nodes.c.type, filters.types))
+    if filters.subtypes is not None:
+        conditions.append(_in_nullable(nodes.c.subtype, filters.subtypes))
+    return conditions
+
+
+def _order_term(order: OrderBy) -> UnaryExpression[Any]:
+    if order.path is not None:
+        from ..search import to_json_path
+
+        expression = _field(to_json_path(order.path))
+    else:
+        assert order.key is not None
+        expression = ORDER_SQL[order.key]()
+    return expression.desc() if order.descending else expression.asc()
+
+
+def search_statement(query: SearchQuery) -> Select[Any]:
+    """The SELECT answering a validated search query."""
+    columns: list[Any] = [
+        nodes.c.profile,
+        nodes.c.service,
+        nodes.c.name.label("node"),
+        items.c.item_id,
+        items.c.parsed,
+        items.c.created,
+        items.c.updated,
+    ]
+    if query.with_payload:
+        columns.append(items.c.data.label("item_payload"))
+    if query.fts is not None:
+        columns.append(fts.c.rank)
+        source = fts.join(items, items.c.id == fts.c.rowid).join(
+            nodes, nodes.c.id == items.c.node_id
+        )
+    else:
+        source = items.join(nodes, nodes.c.id == items.c.node_id)
+    statement = select(*columns).select_from(source)
+    conditions = node_conditions(query, query.nodes)
+    if query.fts is not None:
+        conditions.append(fts.c[FTS_TABLE].match(bindparam("fts", query.fts)))
+    if query.item_ids is not None:
+        conditions.append(items.c.item_id.in_(query.item_ids))
+    conditions.extend(parsed_condition(f) for f in query.parsed)
+    statement = statement.where(and_(true(), *conditions))
+    if query.order_by:
+        order = [_order_term(o) for o in query.order_by]
+    elif query.fts is not None:
+        order = [fts.c.rank.asc()]
+    else:
+        order = [items.c.updated.desc()]
+    # a total order, so that index/limit paging is stable
+    order.append(items.c.id.desc())
+    statement = statement.order_by(*order)
+    if query.limit is not None:
+        statement = statement.limit(query.limit)
+    if query.index:
+        statement = statement.offset(query.index)
+    return statement
+
+
+def purge_condition(filters: PurgeFilters) -> ColumnElement[bool]:
+    """Condition on ``pubsub_items`` selecting what a purge deletes."""
+    conditions: list[ColumnElement[bool]] = []
+    node_filter = node_conditions(filters, filters.nodes)
+    if node_filter:
+        conditions.append(items.c.node_id.in_(select(nodes.c.id).where(*node_filter)))
+    if filters.created_before is not None:
+        conditions.append(items.c.created < filters.created_before)
+    if filters.updated_before is not None:
+        conditions.append(items.c.updated < filters.updated_before)
+    return and_(true(), *conditions)

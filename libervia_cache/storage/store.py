@@ -1,0 +1,596 @@
+"""The store: every question the cache asks its database, one method each.
+
+Public coroutine methods are wrapped with :func:`libervia_cache.aio.deferred_method`:
+they return Deferreds that Twisted code awaits. :meth:`Store.get_items`, the hot path,
+returns an already-fired Deferred when the page can be read at once (see :mod:`.pages`).
+All writes go through one asyncio lock and ``BEGIN IMMEDIATE`` transactions: SQLite has
+one writer, and waiting for the lock up front avoids failed read-to-write upgrades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import Connection, Row, bindparam, delete, func, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from twisted.internet import defer
+
+from ..aio import aio, deferred_method
+from ..search import SearchQueryError, parse_purge_filters, parse_search_query
+from . import pages, positions, searching
+from .engine import connect_reader, create_engine, sqlite_file
+from .fts import extract_text
+from .migrate import prepare_database, run_in_transaction
+from .models import PubsubItem, PubsubNode, SyncState, utcnow
+from .records import ItemsPage, NodeInfo
+
+T = TypeVar("T")
+
+items = PubsubItem.__table__
+nodes = PubsubNode.__table__
+
+#: an item to cache: (item id, raw XML of the <item/> element, parsed JSON or None)
+CachedItem = tuple[str, str, dict[str, Any] | None]
+
+#: update_node() keyword -> pubsub_nodes column
+NODE_FIELDS: dict[str, str] = {
+    "analyser": "analyser",
+    "type_": "type",
+    "type": "type",
+    "subtype": "subtype",
+    "sync_state": "sync_state",
+    "subscribed": "subscribed",
+    "extra": "extra",
+}
+
+#: delete_nodes() filter -> pubsub_nodes column
+NODE_FILTERS: dict[str, str] = {
+    "profiles": "profile",
+    "services": "service",
+    "names": "name",
+    "types": "type",
+    "subtypes": "subtype",
+}
+
+_NODE_COLUMNS = (
+    nodes.c.id,
+    nodes.c.profile,
+    nodes.c.service,
+    nodes.c.name,
+    nodes.c.analyser,
+    nodes.c.type,
+    nodes.c.subtype,
+    nodes.c.sync_state,
+    nodes.c.sync_state_updated,
+    nodes.c.subscribed,
+    nodes.c.extra,
+)
+
+
+def _node_info(row: Row[Any]) -> NodeInfo:
+    return NodeInfo(*row[:10], extra=dict(row[10] or {}))
+
+
+def _json_list(values: Iterable[str]) -> str:
+    return json.dumps(list(values))
+
+
+def _in_json(column: Any, values: Iterable[str]) -> Any:
+    # one bound parameter however many values (no SQL variable limit, statement cached)
+    each = func.json_each(_json_list(values)).table_valued("value")
+    return column.in_(select(each.c.value))
+
+
+class Store:
+    """The pubsub cache's database (SQLAlchemy asyncio engine, SQLite by default)."""
+
+    def __init__(self, engine: AsyncEngine, reader: sqlite3.Connection | None) -> None:
+        self.engine = engine
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, db_url: str | None = None) -> defer.Deferred[Store]:
+        """Open the database at ``db_url`` (default: the per-user XDG path).
+
+        A new database is created from the model and stamped at the newest revision;
+        an older one is upgraded in-process; one written by a newer version is refused
+        (:class:`~libervia_cache.storage.migrate.DatabaseVersionError`).
+        """
+        return aio(cls._open(db_url))
+
+    @classmethod
+    async def _open(cls, db_url: str | None) -> Store:
+        engine = create_engine(db_url)
+        try:
+            await prepare_database(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        path = sqlite_file(make_url(str(engine.url)))
+        reader = connect_reader(path) if path is not None else None
+        return cls(engine, reader)
+
+    @deferred_method
+    async def close(self) -> None:
+        """Close every connection."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        await self.engine.dispose()
+
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        async with self._write_lock:
+            return await run_in_transaction(self.engine, fn)
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(fn)
+
+    # ---------------------------------------------------------------------- nodes
+
+    @deferred_method
+    async def get_node(self, profile: str, service: str, name: str) -> NodeInfo | None:
+        """The node ``name`` of ``service`` as seen by ``profile``, if the cache knows it."""
+
+        def run(connection: Connection) -> NodeInfo | None:
+            row = connection.execute(
+                select(*_NODE_COLUMNS).where(
+                    nodes.c.profile == profile, nodes.c.service == service, nodes.c.name == name
+                )
+            ).one_or_none()
+            return None if row is None else _node_info(row)
+
+        return await self._read(run)
+
+    @deferred_method
+    async def get_or_create_node(
+        self,
+        profile: str,
+        service: str,
+        name: str,
+        *,
+        analyser: str | None = None,
+        type_: str | None = None,
+        subtype: str | None = None,
+        sync_state: SyncState | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> NodeInfo:
+        """The node, created with the given fields if unknown (an existing one is kept)."""
+
+        def run(connection: Connection) -> NodeInfo:
+            connection.execute(
+                sqlite_insert(nodes)
+                .values(
+                    profile=profile,
+                    service=service,
+                    name=name,
+                    analyser=analyser,
+                    type=type_,
+                    subtype=subtype,
+                    sync_state=sync_state,
+                    sync_state_updated=utcnow() if sync_state is not None else None,
+                    subscribed=False,
+                    extra=extra or {},
+                )
+                .on_conflict_do_nothing()
+            )
+            row = connection.execute(
+                select(*_NODE_COLUMNS).where(
+                    nodes.c.profile == profile, nodes.c.service == service, nodes.c.name == name
+                )
+            ).one()
+            return _node_info(row)
+
+        return await self._write(run)
+
+    @deferred_method
+    async def update_node(self, node_id: int, **fields: Any) -> None:
+        """Update ``analyser``, ``type_``, ``subtype``, ``sync_state`` (which also sets
+        ``sync_state_updated``), ``subscribed`` or ``extra`` of a node."""
+        unknown = set(fields) - set(NODE_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown node field(s): {', '.join(sorted(unknown))}")
+        values = {NODE_FIELDS[name]: value for name, value in fields.items()}
+        if "sync_state" in values:
+            values["sync_state_updated"] = utcnow()
+        if not values:
+            return
+
+        def run(connection: Connection) -> None:
+            connection.execute(update(nodes).where(nodes.c.id == node_id).values(values))
+
+        await self._write(run)
+
+    @deferred_method
+    async def delete_node(self, node_id: int) -> None:
+        """Forget a node and its items (XEP-0060 node deletion event)."""
+        await self._write(lambda c: c.execute(delete(nodes).where(nodes.c.id == node_id)))
+
+    @deferred_method
+    async def delete_nodes(
+        self,
+        *,
+        profiles: Collection[str] | None = None,
+        services: Collection[str] | None = None,
+        names: Collection[str] | None = None,
+        types: Collection[str | None] | None = None,
+        subtypes: Collection[str | None] | None = None,
+    ) -> int:
+        """Delete the nodes matching every given filter (all nodes if none); their items
+        go with them. ``None`` in ``types``/``subtypes`` selects nodes without one.
+        Returns the number of nodes deleted."""
+        filters = {
+            "profiles": profiles,
+            "services": services,
+            "names": names,
+            "types": types,
+            "subtypes": subtypes,
+        }
+        conditions = []
+        for key, values in filters.items():
+            if values is not None:
+                column = nodes.c[NODE_FILTERS[key]]
+                conditions.append(searching._in_nullable(column, list(values)))
+
+        def run(connection: Connection) -> int:
+            return connection.execute(delete(nodes).where(*conditions)).rowcount
+
+        return await self._write(run)
+
+    @deferred_method
+    async def get_nodes(
+        self,
+        *,
+        profile: str | None = None,
+        service: str | None = None,
+        sync_state: SyncState | Collection[SyncState] | None = None,
+    ) -> list[NodeInfo]:
+        """Nodes matching every given filter (``None``: any), e.g. the syncs a crash
+        left ``IN_PROGRESS``."""
+        conditions = []
+        if profile is not None:
+            conditions.append(nodes.c.profile == profile)
+        if service is not None:
+            conditions.append(nodes.c.service == service)
+        if isinstance(sync_state, SyncState):
+            conditions.append(nodes.c.sync_state == sync_state)
+        elif sync_state is not None:
+            conditions.append(nodes.c.sync_state.in_(list(sync_state)))
+
+        def run(connection: Connection) -> list[NodeInfo]:
+            rows = connection.execute(
+                select(*_NODE_COLUMNS).where(*conditions).order_by(nodes.c.id)
+            )
+            return [_node_info(row) for row in rows]
+
+        return await self._read(run)
+
+    @deferred_method
+    async def count_items(self, node_id: int) -> int:
+        """Number of cached items of a node."""
+
+        def run(connection: Connection) -> int:
+            return connection.execute(
+                select(func.count()).select_from(items).where(items.c.node_id == node_id)
+            ).scalar_one()
+
+        return await self._read(run)
+
+    # ---------------------------------------------------------------------- items
+
+    @deferred_method
+    async def cache_items(
+        self,
+        node_id: int,
+        items_: Iterable[CachedItem],
+        *,
+        where: Literal["newest", "oldest"] = "newest",
+        complete: bool = False,
+    ) -> None:
+        """Store a batch of items of one node, in one transaction.
+
+        ``items_`` come in server order (oldest first). ``where="newest"`` places them
+        after every item the node holds (publish events, forward paging): an item
+        republished with a known id replaces the old one and takes the newest position,
+        as ejabberd, Prosody and libervia-pubsub do, while keeping its creation time
+        and creation order. ``where="oldest"`` places them before every item (a sync
+        paging backwards from the newest page). Within a batch the last occurrence of an
+        id wins. ``complete=True`` marks the node ``COMPLETED`` in the same transaction,
+        so a node is never complete without its last page.
+        """
+        if where not in ("newest", "oldest"):
+            raise ValueError(f"where must be 'newest' or 'oldest', not {where!r}")
+        batch: dict[str, tuple[str, dict[str, Any] | None]] = {}
+        for item_id, raw_xml, parsed in items_:
+            batch.pop(item_id, None)  # last occurrence wins, at its own place
+            batch[item_id] = (raw_xml, parsed)
+        texts = {item_id: extract_text(raw) for item_id, (raw, _) in batch.items()}
+
+        def run(connection: Connection) -> None:
+            if batch:
+                _cache_items_sync(connection, node_id, batch, texts, where)
+            if complete:
+                connection.execute(
+                    update(nodes)
+                    .where(nodes.c.id == node_id)
+                    .values(sync_state=SyncState.COMPLETED, sync_state_updated=utcnow())
+                )
+
+        await self._write(run)
+
+    @deferred_method
+    async def delete_items(self, node_id: int, item_ids: Iterable[str]) -> int:
+        """Delete items by id (XEP-0060 retract); unknown ids are ignored. Returns the
+        number deleted."""
+        wanted = list(item_ids)
+
+        def run(connection: Connection) -> int:
+            return _delete_items_sync(
+                connection, (items.c.node_id == node_id) & _in_json(items.c.item_id, wanted)
+            )
+
+        return await self._write(run) if wanted else 0
+
+    @deferred_method
+    async def purge_node_items(self, node_id: int) -> int:
+        """Delete every item of a node (XEP-0060 purge). Returns the number deleted."""
+
+        def run(connection: Connection) -> int:
+            deleted = connection.execute(delete(items).where(items.c.node_id == node_id)).rowcount
+            connection.execute(
+                update(nodes)
+                .where(nodes.c.id == node_id)
+                .values(position_gap_from=None, creation_gap_from=None)
+            )
+            return deleted
+
+        return await self._write(run)
+
+    def get_items(
+        self,
+        node_id: int,
+        *,
+        max_items: int | None = None,
+        item_ids: Iterable[str] | None = None,
+        rsm_max: int | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        index: int | None = None,
+        order_by: str = "modification",
+        descending: bool = False,
+    ) -> defer.Deferred[ItemsPage]:
+        """Items of a node as a server answers a XEP-0060 items request.
+
+        - ``max_items=N``: the N newest items, oldest first (XEP-0060 6.5.7);
+        - ``item_ids``: those items, in node order; unknown ids are dropped (servers
+          disagree on this order: XEP-0060 does not say); RSM and ``max_items`` are then
+          ignored, except that ``count`` is the number of items found;
+        - RSM (XEP-0059): ``rsm_max`` with ``after``, ``before`` (``""``: the last page)
+          or ``index``; ``count`` (the whole node) is always filled when RSM is used, and
+          ``rsm_max=0`` returns the count only. An ``after``/``before`` id the node does
+          not hold raises :class:`UnknownRSMKey` (the plugin makes it a cache miss);
+        - neither: every item (no hidden default page size).
+
+        ``order_by`` is ``"modification"`` (the servers' order: a republished item is
+        the newest) or ``"creation"`` (first publication); ``descending`` reverses it.
+        """
+        try:
+            request = pages.PageRequest(
+                max_items=max_items,
+                item_ids=None if item_ids is None else tuple(item_ids),
+                rsm_max=rsm_max,
+                after=after,
+                before=before,
+                index=index,
+                order_by=order_by,
+                descending=descending,
+            )
+        except ValueError:
+            return defer.fail()
+        if self._reader is not None:
+            try:
+                page = pages.read_page(self._fetch_now, node_id, request)
+            except (pages.NeedsRenumbering, sqlite3.OperationalError):
+                pass  # a write first, or the database is busy: the asyncio path
+            except Exception:
+                return defer.fail()
+            else:
+                return defer.succeed(page)
+        return aio(self._get_items(node_id, request))
+
+    def _fetch_now(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        assert self._reader is not None
+        return self._reader.execute(sql, params).fetchall()
+
+    async def _get_items(self, node_id: int, request: pages.PageRequest) -> ItemsPage:
+        def read(connection: Connection) -> ItemsPage:
+            def fetch(sql: str, params: dict[str, Any]) -> Sequence[Any]:
+                return connection.exec_driver_sql(sql, params).all()
+
+            return pages.read_page(fetch, node_id, request)
+
+        try:
+            return await self._read(read)
+        except pages.NeedsRenumbering:
+            pass
+
+        def renumber_and_read(connection: Connection) -> ItemsPage:
+            positions.renumber_sync(connection, [node_id])
+            return read(connection)
+
+        return await self._write(renumber_and_read)
+
+    # ------------------------------------------------------------ search, purge
+
+    @deferred_method
+    async def search(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Search cached items across nodes (the reference ``ps_cache_search``).
+
+        See :mod:`libervia_cache.search` for the query. Each result holds ``profile``,
+        ``service``, ``node``, ``item_id``, ``parsed``, ``created``, ``updated``,
+        ``item_payload`` (raw XML) with ``with_payload``, and ``rank`` (FTS5 bm25: lower
+        is better) with a full-text query. Raises :class:`SearchQueryError`.
+        """
+        parsed_query = parse_search_query(query)
+        statement = searching.search_statement(parsed_query)
+
+        def run(connection: Connection) -> list[dict[str, Any]]:
+            return [dict(row._mapping) for row in connection.execute(statement)]
+
+        try:
+            return await self._read(run)
+        except OperationalError as e:
+            if "fts5" in str(e.orig):
+                raise SearchQueryError("fts", str(e.orig)) from None
+            raise
+
+    @deferred_method
+    async def purge(self, filters: Mapping[str, Any] | None = None) -> int:
+        """Delete the items matching ``filters`` (see :func:`parse_purge_filters`): all
+        items if empty. Nodes that lose items are no longer ``COMPLETED`` (their state
+        goes back to none) since they no longer mirror the server. Returns the number of
+        items deleted."""
+        condition = searching.purge_condition(parse_purge_filters(filters))
+
+        def run(connection: Connection) -> int:
+            touched = [
+                row.node_id
+                for row in connection.execute(
+                    select(items.c.node_id).where(condition).group_by(items.c.node_id)
+                )
+            ]
+            deleted = _delete_items_sync(connection, condition)
+            if touched:
+                connection.execute(
+                    update(nodes)
+                    .where(nodes.c.id.in_(touched), nodes.c.sync_state == SyncState.COMPLETED)
+                    .values(sync_state=None, sync_state_updated=utcnow())
+                )
+            return deleted
+
+        return await self._write(run)
+
+    @deferred_method
+    async def count_purge(self, filters: Mapping[str, Any] | None = None) -> int:
+        """How many items :meth:`purge` would delete with ``filters``."""
+        condition = searching.purge_condition(parse_purge_filters(filters))
+
+        def run(connection: Connection) -> int:
+            return connection.execute(
+                select(func.count()).select_from(items).where(condition)
+            ).scalar_one()
+
+        return await self._read(run)
+
+    @deferred_method
+    async def reset(self) -> None:
+        """Forget everything: every node and item."""
+
+        def run(connection: Connection) -> None:
+            connection.execute(delete(items))
+            connection.execute(delete(nodes))
+
+        await self._write(run)
+
+
+def _delete_items_sync(connection: Connection, condition: Any) -> int:
+    """Delete the items matching ``condition`` and record the gaps they leave."""
+    gaps = {
+        row.node_id: {"position_gap_from": row.low, "creation_gap_from": row.creation_low}
+        for row in connection.execute(
+            select(
+                items.c.node_id,
+                func.min(items.c.position).label("low"),
+                func.min(items.c.creation_position).label("creation_low"),
+            )
+            .where(condition)
+            .group_by(items.c.node_id)
+        )
+    }
+    if not gaps:
+        return 0
+    deleted = connection.execute(delete(items).where(condition)).rowcount
+    positions.record_gaps(connection, gaps)
+    return deleted
+
+
+def _bounds(connection: Connection, node_id: int) -> Row[Any]:
+    return connection.execute(
+        select(
+            func.min(items.c.position),
+            func.max(items.c.position),
+            func.min(items.c.creation_position),
+            func.max(items.c.creation_position),
+        ).where(items.c.node_id == node_id)
+    ).one()
+
+
+def _cache_items_sync(
+    connection: Connection,
+    node_id: int,
+    batch: Mapping[str, tuple[str, dict[str, Any] | None]],
+    texts: Mapping[str, str],
+    where: str,
+) -> None:
+    existing = {
+        row.item_id: row
+        for row in connection.execute(
+            select(items.c.item_id, items.c.id, items.c.position).where(
+                items.c.node_id == node_id, _in_json(items.c.item_id, batch)
+            )
+        )
+    }
+    low, high, creation_low, creation_high = _bounds(connection, node_id)
+    count = len(batch)
+    new_count = count - len(existing)
+    if where == "newest":
+        first = 0 if high is None else high + 1
+        creation_first = 0 if creation_high is None else creation_high + 1
+    else:
+        first = (0 if low is None else low) - count
+        creation_first = (0 if creation_low is None else creation_low) - new_count
+    now = utcnow()
+    updates: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+    for offset, (item_id, (raw_xml, parsed)) in enumerate(batch.items()):
+        known = existing.get(item_id)
+        values = {
+            "data": raw_xml,
+            "parsed": parsed,
+            "text": texts[item_id],
+            "updated": now,
+            "position": first + offset,
+        }
+        if known is not None:
+            values["row_id"] = known.id
+            updates.append(values)
+        else:
+            values.update(
+                node_id=node_id,
+                item_id=item_id,
+                created=now,
+                creation_position=creation_first + len(inserts),
+            )
+            inserts.append(values)
+    if updates:
+        # moving republished items opens gaps where they were
+        positions.record_gaps(
+            connection,
+            {node_id: {"position_gap_from": min(row.position for row in existing.values())}},
+        )
+        connection.execute(update(items).where(items.c.id == bindparam("row_id")), updates)
+    if inserts:
+        connection.execute(items.insert(), inserts)
+
+
+__all__ = ["CachedItem", "Store"]
