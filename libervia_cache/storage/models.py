@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -36,6 +36,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -146,3 +147,8 @@ class PubsubItem(Base):
     creation_position: Mapped[int] = mapped_column(Integer, nullable=False)
 
     node: Mapped[PubsubNode] = relationship(back_populates="items")
+
+
+#: the tables, typed as Core tables for the query modules
+nodes_table = cast(Table, PubsubNode.__table__)
+items_table = cast(Table, PubsubItem.__table__)

@@ -26,11 +26,11 @@ from sqlalchemy import ColumnElement, bindparam, func, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql import Select
 
-from .models import PubsubItem, PubsubNode
+from .models import items_table, nodes_table
 from .records import ItemsPage, UnknownRSMKey
 
-items = PubsubItem.__table__
-nodes = PubsubNode.__table__
+items = items_table
+nodes = nodes_table
 
 #: run one compiled statement with named parameters, return its rows
 Fetch = Callable[[str, dict[str, Any]], Sequence[Sequence[Any]]]
@@ -60,7 +60,7 @@ class _Statements:
 
 def _statements(position_name: str, gap_name: str) -> _Statements:
     position: ColumnElement[int] = items.c[position_name]
-    node = bindparam("node")
+    node: Any = bindparam("node")
     in_node = items.c.node_id == node
     header = select(
         nodes.c[gap_name],

@@ -11,11 +11,11 @@ from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Connection, func, select, update
 
-from .models import PubsubItem, PubsubNode
+from .models import items_table, nodes_table
 from .pages import ORDERS
 
-items = PubsubItem.__table__
-nodes = PubsubNode.__table__
+items = items_table
+nodes = nodes_table
 
 
 def record_gaps(connection: Connection, gaps: Mapping[int, Mapping[str, int | None]]) -> None:

@@ -29,10 +29,10 @@ from sqlalchemy.sql.elements import UnaryExpression
 
 from ..search import OrderBy, ParsedFilter, PurgeFilters, SearchQuery
 from .fts import FTS_TABLE
-from .models import PubsubItem, PubsubNode
+from .models import items_table, nodes_table
 
-items = PubsubItem.__table__
-nodes = PubsubNode.__table__
+items = items_table
+nodes = nodes_table
 fts = table(FTS_TABLE, column("rowid"), column("rank"), column(FTS_TABLE))
 
 Field = ColumnElement[Any]

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -28,13 +28,13 @@ from . import pages, positions, searching
 from .engine import connect_reader, create_engine, sqlite_file
 from .fts import extract_text
 from .migrate import prepare_database, run_in_transaction
-from .models import PubsubItem, PubsubNode, SyncState, utcnow
+from .models import SyncState, items_table, nodes_table, utcnow
 from .records import ItemsPage, NodeInfo
 
 T = TypeVar("T")
 
-items = PubsubItem.__table__
-nodes = PubsubNode.__table__
+items = items_table
+nodes = nodes_table
 
 #: an item to cache: (item id, raw XML of the <item/> element, parsed JSON or None)
 CachedItem = tuple[str, str, dict[str, Any] | None]
@@ -74,8 +74,21 @@ _NODE_COLUMNS = (
 )
 
 
-def _node_info(row: Row[Any]) -> NodeInfo:
-    return NodeInfo(*row[:10], extra=dict(row[10] or {}))
+def _node_info(row: Any) -> NodeInfo:
+    (id_, profile, service, name, analyser, type_, subtype, state, updated, subscribed, extra) = row
+    return NodeInfo(
+        id_,
+        profile,
+        service,
+        name,
+        analyser,
+        type_,
+        subtype,
+        state,
+        updated,
+        bool(subscribed),
+        dict(extra or {}),
+    )
 
 
 def _json_list(values: Iterable[str]) -> str:
@@ -524,8 +537,8 @@ def _delete_items_sync(connection: Connection, condition: Any) -> int:
     return deleted
 
 
-def _bounds(connection: Connection, node_id: int) -> Row[Any]:
-    return connection.execute(
+def _bounds(connection: Connection, node_id: int) -> tuple[Any, ...]:
+    row = connection.execute(
         select(
             func.min(items.c.position),
             func.max(items.c.position),
@@ -533,6 +546,7 @@ def _bounds(connection: Connection, node_id: int) -> Row[Any]:
             func.max(items.c.creation_position),
         ).where(items.c.node_id == node_id)
     ).one()
+    return tuple(row)
 
 
 def _cache_items_sync(

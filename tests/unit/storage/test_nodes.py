@@ -1,0 +1,66 @@
+"""Nodes: creation, updates, deletion (cascading to items), listing."""
+
+from __future__ import annotations
+
+import pytest
+
+from libervia_cache.storage import NodeInfo, Store, SyncState
+
+from .conftest import items
+
+
+async def test_get_or_create_node_is_idempotent(store: Store) -> None:
+    created = await store.get_or_create_node("alice", "svc", "n", analyser="blog", type_="blog")
+    again = await store.get_or_create_node("alice", "svc", "n", type_="other")
+    assert again == created
+    assert (created.analyser, created.type, created.extra) == ("blog", "blog", {})
+    assert await store.get_node("alice", "svc", "n") == created
+    assert await store.get_node("bob", "svc", "n") is None
+
+
+async def test_update_node_sets_state_time(store: Store, node: NodeInfo) -> None:
+    await store.update_node(
+        node.id, sync_state=SyncState.IN_PROGRESS, subscribed=True, extra={"k": [1]}, type_="t"
+    )
+    updated = await store.get_node(node.profile, node.service, node.name)
+    assert updated is not None
+    assert updated.sync_state is SyncState.IN_PROGRESS and updated.sync_state_updated
+    assert (updated.subscribed, updated.extra, updated.type) == (True, {"k": [1]}, "t")
+
+
+async def test_update_node_rejects_unknown_fields(store: Store, node: NodeInfo) -> None:
+    with pytest.raises(TypeError, match="colour"):
+        await store.update_node(node.id, colour="blue")
+
+
+async def test_delete_node_deletes_its_items(store: Store, node: NodeInfo) -> None:
+    await store.cache_items(node.id, items("a", "b"))
+    await store.delete_node(node.id)
+    assert await store.get_node(node.profile, node.service, node.name) is None
+    assert await store.count_items(node.id) == 0
+    assert await store.search({"fts": "text"}) == []
+
+
+async def test_delete_nodes_by_filters(store: Store) -> None:
+    await store.get_or_create_node("alice", "s1", "a", type_="blog")
+    await store.get_or_create_node("alice", "s1", "b")
+    await store.get_or_create_node("bob", "s2", "c", type_="events")
+    assert await store.delete_nodes(profiles=["alice"], types=[None]) == 1
+    assert await store.get_node("alice", "s1", "b") is None
+    assert await store.delete_nodes(services=["s2"], names=["c"]) == 1
+    assert [n.name for n in await store.get_nodes()] == ["a"]
+
+
+async def test_get_nodes_by_sync_state(store: Store) -> None:
+    running = await store.get_or_create_node("p", "s", "a", sync_state=SyncState.IN_PROGRESS)
+    await store.get_or_create_node("p", "s", "b", sync_state=SyncState.COMPLETED)
+    assert await store.get_nodes(sync_state=SyncState.IN_PROGRESS) == [running]
+    assert len(await store.get_nodes(profile="p", service="s")) == 2
+    assert await store.get_nodes(profile="q") == []
+
+
+async def test_reset_forgets_everything(store: Store, node: NodeInfo) -> None:
+    await store.cache_items(node.id, items("a"))
+    await store.reset()
+    assert await store.get_nodes() == []
+    assert await store.search({}) == []
