@@ -316,12 +316,16 @@ def connect_client(
     clock: Any = reactor
     timer = clock.callLater(timeout, fail, f"timed out after {timeout:g} s")
     client.factory.addBootstrap(jabber_xmlstream.INIT_FAILED_EVENT, fail)
+    # The stream sees the real reason of a loss (e.g. the TLS verification error),
+    # the factory only the transport's; the factory alone sees a refused connection.
+    client.factory.addBootstrap(jabber_xmlstream.STREAM_END_EVENT, on_closed)
     client.when_connected().addCallback(on_authenticated)
     client.factory.observe_closed(on_closed)
     client.startService()
 
     def cleanup(outcome: Any) -> Any:
         client.factory.removeBootstrap(jabber_xmlstream.INIT_FAILED_EVENT, fail)
+        client.factory.removeBootstrap(jabber_xmlstream.STREAM_END_EVENT, on_closed)
         return outcome
 
     return result.addBoth(cleanup)

@@ -107,6 +107,10 @@ class EjabberdServer(XMPPServer):
         "unknown_id_fails": False,
         "auto_create_on_publish": True,
         "order_by": False,
+        "republish_moves_to_newest": False,  # keeps creation order (SERVERS.md says moves)
+        "disco_items_order": "creation",
+        "rsm_unknown_key": "empty",
+        "rsm_last_page_index": "count-max",  # before="" max>count: index is negative
     }
 
     @property

@@ -51,8 +51,12 @@ class LiberviaPubsubServer(ProsodyServer):
         "purge_event": True,
         "owner_events_without_subscription": True,
         "unknown_id_fails": True,
-        "auto_create_on_publish": False,
+        "auto_create_on_publish": True,
         "order_by": True,
+        "republish_moves_to_newest": True,  # default order is modification time
+        "disco_items_order": "modification",
+        "rsm_unknown_key": "empty",
+        "rsm_last_page_index": "correct",
     }
 
     def __init__(self, keep: bool = False) -> None:

@@ -90,6 +90,10 @@ class ProsodyServer(XMPPServer):
         "unknown_id_fails": False,  # unknown ids are dropped
         "auto_create_on_publish": False,
         "order_by": False,
+        "republish_moves_to_newest": True,
+        "disco_items_order": "newest_first",
+        "rsm_unknown_key": None,
+        "rsm_last_page_index": None,
         "default_node_max_items": 20,  # create nodes with pubsub#max_items raised
     }
 

@@ -80,6 +80,12 @@ class Publisher(rsm.PubSubClient):
         self.events: list[Event] = []
         self._waiters: list[tuple[Callable[[Event], bool], defer.Deferred[Event]]] = []
 
+    def connectionInitialized(self) -> None:
+        super().connectionInitialized()
+        # Available presence: servers deliver notifications sent to the bare JID (a
+        # bare-JID subscription) only to resources that are available.
+        self.send(domish.Element((None, "presence")))
+
     @property
     def jid(self) -> JID:
         """The full JID the publisher is bound to."""
