@@ -12,8 +12,9 @@ Knowing when the client is (re)connected
 ----------------------------------------
 
 - :attr:`ReconnectingClient.is_connected` tells whether an authenticated stream is up now.
-- :meth:`ReconnectingClient.when_connected` returns a Deferred fired at once if the stream is
-  up, else at the next successful (re)authentication.
+- :meth:`ReconnectingClient.when_connected` returns a Deferred fired at once if the stream
+  is up, else at the next successful (re)authentication;
+  :meth:`ReconnectingClient.when_disconnected` the same for the next loss.
 - Handlers (:class:`tx_xmpp.subprotocols.XMPPHandler`) get ``connectionInitialized()``
   after every (re)authentication and ``connectionLost(reason)`` after every drop: that is
   the Wokkel way for protocol code to react, e.g. to resubscribe. Stanzas sent while the
@@ -190,6 +191,7 @@ class ReconnectingClient(tx_client.XMPPClient):
         self.port = port
         self.tls = tls
         self._connected_waiters: list[defer.Deferred[None]] = []
+        self._disconnected_waiters: list[defer.Deferred[None]] = []
         # The factory is built with our authenticator from the start, so that
         # ``factory.authenticator`` and ``factory.args`` (what ``buildProtocol`` passes
         # to each new stream) agree.
@@ -210,9 +212,23 @@ class ReconnectingClient(tx_client.XMPPClient):
         self._connected_waiters.append(d)
         return d
 
+    def when_disconnected(self) -> defer.Deferred[None]:
+        """A Deferred fired at the next loss of the stream (at once if it is down)."""
+        if not self.is_connected:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._disconnected_waiters.append(d)
+        return d
+
     def _authd(self, xs: jabber_xmlstream.XmlStream) -> None:
         super()._authd(xs)
         waiters, self._connected_waiters = self._connected_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _disconnected(self, reason: Failure) -> None:
+        super()._disconnected(reason)
+        waiters, self._disconnected_waiters = self._disconnected_waiters, []
         for d in waiters:
             d.callback(None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -11,8 +12,12 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import rsm
 
-from libervia_cache.backend.clients import ClientConnectionError, connect_client
-from tests.servers.base import XMPPServer
+from libervia_cache.backend.clients import (
+    ClientConnectionError,
+    connect_client,
+    disconnect_client,
+)
+from tests.servers.base import XMPPServer, free_port
 from tests.servers.publisher import Publisher
 
 pytestmark = pytest.mark.integration
@@ -111,8 +116,6 @@ async def test_tls_off_connects_in_clear(xmpp_server: XMPPServer) -> None:
         assert client.is_connected
         assert not client.xmlstream.transport.TLS
     finally:
-        from libervia_cache.backend.clients import disconnect_client
-
         await disconnect_client(client)
 
 
@@ -332,3 +335,57 @@ async def test_publish_many_items_is_pipelined(
     assert len(ids) == 300
     items = await publisher.get_all_items(service, node)
     assert sorted(ids_of(items)) == sorted(ids)
+
+
+async def test_tls_optional_uses_starttls_when_offered(xmpp_server: XMPPServer) -> None:
+    client = await connect_client(
+        JID(xmpp_server.jid("carol")),
+        xmpp_server.accounts["carol"],
+        xmpp_server.host,
+        xmpp_server.c2s_port,
+        tls="optional",
+        tls_ca=str(xmpp_server.ca_file),
+        timeout=10,
+    )
+    try:
+        assert client.xmlstream.transport.TLS
+    finally:
+        await disconnect_client(client)
+
+
+async def test_client_reconnects_after_connection_loss(xmpp_server: XMPPServer) -> None:
+    client = await connect_client(
+        JID(xmpp_server.jid("dave") + "/reconnect"),
+        xmpp_server.accounts["dave"],
+        xmpp_server.host,
+        xmpp_server.c2s_port,
+        tls_ca=str(xmpp_server.ca_file),
+        timeout=10,
+        max_retry_delay=2,
+    )
+    try:
+        first_stream = client.xmlstream
+        lost = client.when_disconnected()
+        first_stream.transport.abortConnection()
+        await lost
+        assert not client.is_connected
+        await client.when_connected()
+        assert client.is_connected
+        assert client.xmlstream is not first_stream
+    finally:
+        await disconnect_client(client)
+    assert not client.is_connected
+
+
+async def test_connection_refused_is_a_clear_error() -> None:
+    with pytest.raises(ClientConnectionError, match="connection refused"):
+        await connect_client(JID("alice@localhost"), "pw", "127.0.0.1", free_port(), timeout=10)
+
+
+async def test_silent_server_times_out() -> None:
+    with socket.socket() as listener:  # accepts TCP (kernel backlog) but never speaks
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(ClientConnectionError, match=r"timed out after 0\.5 s"):
+            await connect_client(JID("alice@localhost"), "pw", "127.0.0.1", port, timeout=0.5)

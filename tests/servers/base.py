@@ -177,6 +177,8 @@ class XMPPServer(abc.ABC):
         self.accounts: dict[str, str] = {name: f"{name}-pw" for name in ACCOUNT_NAMES}
         #: seconds taken by the last start() until ready, accounts included
         self.startup_time = 0.0
+        #: seconds spent registering the accounts, part of ``startup_time``
+        self.register_time = 0.0
         self.pids: list[int] = []
         self._started = False
 
@@ -204,7 +206,9 @@ class XMPPServer(abc.ABC):
         self._started = True
         try:
             self._start()
+            registering = time.monotonic()
             self._register(self.accounts)
+            self.register_time = time.monotonic() - registering
         except BaseException:
             self.stop()
             raise
