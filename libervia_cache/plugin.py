@@ -259,6 +259,22 @@ class PubsubCache:
 
     # --- synchronisation ---------------------------------------------------------------
 
+    def running_sync(
+        self, profile: str, service: JID | str, node: str
+    ) -> defer.Deferred[None] | None:
+        """A Deferred fired when the running sync of this node ends; None if none runs."""
+        running = self._syncs.get((profile, str(service), node))
+        if running is None:
+            return None
+        observer: defer.Deferred[None] = defer.Deferred()
+
+        def relay(result: Any) -> Any:
+            observer.callback(None)
+            return result
+
+        running.addBoth(relay)
+        return observer
+
     def start_sync(self, client: Client, node_info: NodeInfo) -> defer.Deferred[Any]:
         """Synchronise a node in the background; at most one sync per node at a time."""
         key: SyncKey = (client.profile, node_info.service, node_info.name)
@@ -464,9 +480,11 @@ def cache_metadata(service: JID, node: str, page: ItemsPage, with_rsm: bool) -> 
         "service": service.full(),
         "node": node,
         "cached": True,
-        "complete": page.complete,
+        "complete": True,
     }
     if with_rsm:
+        if page.index is not None and page.count is not None:
+            metadata["complete"] = page.index + len(page.items) >= page.count
         rsm_data = {
             k: v
             for k, v in (

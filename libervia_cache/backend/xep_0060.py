@@ -249,9 +249,10 @@ def network_metadata(
 ) -> dict[str, Any]:
     """Metadata of an answer that came from the network.
 
-    ``complete`` is True when the answer reaches the end of the node: from the RSM
-    ``index``/``count`` when the service sent them, else when nothing limited the
-    request (a service that ignores RSM, like Prosody 0.12, sends every item).
+    ``complete`` is True when no item of the node comes after the answer's last one:
+    from the RSM ``index``/``count`` when the service sent them; without RSM data, the
+    answer holds every item or the newest ``max_items`` ones (a service that ignores
+    RSM, like Prosody 0.12, sends every item).
     """
     metadata: dict[str, Any] = {
         "service": (service or client.jid.userhostJID()).full(),
@@ -265,5 +266,5 @@ def network_metadata(
         else:
             metadata["complete"] = rsm_request is not None and len(items) < rsm_request.max
     else:
-        metadata["complete"] = max_items is None or len(items) < max_items
+        metadata["complete"] = True
     return metadata

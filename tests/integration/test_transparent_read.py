@@ -1,0 +1,142 @@
+"""The walking skeleton: a read goes to the network, the node is synchronised, the same
+read is then answered from the cache with the same items in the same order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from twisted.words.protocols.jabber.jid import JID
+from tx_xmpp import rsm
+
+from libervia_cache.backend.config import load_config
+from libervia_cache.backend.daemon import Daemon
+from libervia_cache.plugin import PubsubCache
+from libervia_cache.storage import SyncState
+from tests.conftest import run
+from tests.integration.daemon_helpers import atom_entry, write_config
+from tests.servers.base import XMPPServer
+from tests.servers.publisher import Publisher
+
+MICROBLOG = "urn:xmpp:microblog:0"
+
+
+@pytest.fixture
+def daemon(xmpp_server: XMPPServer, tmp_path: Path) -> Iterator[Daemon]:
+    """The reference daemon, in-process, with bob's profile connected."""
+    config = load_config(write_config(tmp_path, xmpp_server, profiles=["bob"]))
+    daemon = Daemon(config)
+    run(daemon.start())
+    try:
+        assert "bob" in daemon.clients, "bob could not connect"
+        yield daemon
+    finally:
+        run(daemon.stop())
+
+
+def ids(items: list) -> list[str]:
+    return [item["id"] for item in items]
+
+
+def xml(items: list) -> list[str]:
+    return [item.toXml() for item in items]
+
+
+async def publish_blog(publisher: Publisher, service: JID, node: str, count: int) -> list[str]:
+    await publisher.create_node(service, node, {"pubsub#access_model": "open"})
+    return await publisher.publish(
+        service,
+        node,
+        [(f"post-{n:03d}", atom_entry(f"post-{n:03d}", f"Post {n}")) for n in range(count)],
+        depth=1,
+    )
+
+
+async def test_a_synced_node_is_answered_from_the_cache_with_the_same_items(
+    daemon: Daemon,
+    publisher: Publisher,
+    xmpp_server: XMPPServer,
+    fresh_node: Callable[..., str],
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    published = await publish_blog(publisher, service, node, 30)
+    client = daemon.get_client("bob")
+    xep_0060 = daemon.xep_0060
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+
+    items, metadata = await xep_0060.get_items(client, service, node)
+    assert metadata["cached"] is False
+    assert ids(items) == published
+
+    sync = cache.running_sync(client.profile, service, node)
+    assert sync is not None, "reading an unknown microblog node starts its synchronisation"
+    await sync
+    node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
+    assert node_info is not None and node_info.sync_state is SyncState.COMPLETED
+
+    cached_items, cached_metadata = await xep_0060.get_items(client, service, node)
+    assert cached_metadata["cached"] is True
+    assert ids(cached_items) == published
+    assert xml(cached_items) == xml(items)
+
+    network_items, network_metadata = await xep_0060.get_items(
+        client, service, node, max_items=5, extra={"use_cache": False}
+    )
+    cached_items, cached_metadata = await xep_0060.get_items(client, service, node, max_items=5)
+    assert network_metadata["cached"] is False and cached_metadata["cached"] is True
+    assert ids(cached_items) == ids(network_items) == published[-5:]
+
+
+async def test_rsm_pages_from_the_cache_carry_count_and_index(
+    daemon: Daemon,
+    publisher: Publisher,
+    xmpp_server: XMPPServer,
+    fresh_node: Callable[..., str],
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    published = await publish_blog(publisher, service, node, 25)
+    client = daemon.get_client("bob")
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    await cache.synchronise(client, service, node)
+
+    first, metadata = await daemon.xep_0060.get_items(
+        client, service, node, rsm_request=rsm.RSMRequest(max_=10)
+    )
+    assert metadata["cached"] is True
+    assert ids(first) == published[:10]
+    assert metadata["rsm"] == {"first": published[0], "last": published[9], "index": 0, "count": 25}
+    after, metadata = await daemon.xep_0060.get_items(
+        client, service, node, rsm_request=rsm.RSMRequest(max_=10, after=published[9])
+    )
+    assert ids(after) == published[10:20]
+    assert metadata["rsm"]["index"] == 10
+    last, metadata = await daemon.xep_0060.get_items(
+        client, service, node, rsm_request=rsm.RSMRequest(max_=10, before="")
+    )
+    assert ids(last) == published[15:]
+    assert metadata["rsm"]["index"] == 15 and metadata["complete"] is True
+
+
+async def test_no_cache_strategy_always_asks_the_network(
+    xmpp_server: XMPPServer,
+    publisher: Publisher,
+    tmp_path: Path,
+    fresh_node: Callable[..., str],
+) -> None:
+    config = load_config(write_config(tmp_path, xmpp_server, profiles=["bob"], strategy="no_cache"))
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        service = JID(xmpp_server.pubsub_service)
+        node = fresh_node(MICROBLOG)
+        await publish_blog(publisher, service, node, 3)
+        client = daemon.get_client("bob")
+        for __ in range(2):
+            __, metadata = await daemon.xep_0060.get_items(client, service, node)
+            assert metadata["cached"] is False
+        assert daemon.plugins["PUBSUB_CACHE"].running_sync("bob", service, node) is None
+    finally:
+        await daemon.stop()
