@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from libervia_cache.backend.bridge import BridgeClient, BridgeError, exit_code_for
+from libervia_cache.backend.bridge import BridgeClient, BridgeError
 from libervia_cache.backend.config import ConfigError, DaemonConfig, load_config
 
 EXIT_USER_ERROR = 1
@@ -56,7 +56,7 @@ class Context:
         except BridgeError as error:
             if self.debug:
                 raise
-            fail(error.message, exit_code_for(error.kind))
+            fail(error.message, error.exit_code)
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -19,12 +19,12 @@ from twisted.internet import defer
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import pubsub, rsm
-from tx_xmpp.generic import parseXml
 
 from libervia_cache.analysis import Analyser, AnalyserRegistry, analyse_node
 from libervia_cache.hostapi import XEP0060, Client, Host, ItemsResult, ReturnPointResult
 from libervia_cache.storage import ItemsPage, NodeInfo, Store, SyncState, UnknownRSMKey
 from libervia_cache.sync import SyncProgress, parse_items, synchronise_node
+from libervia_cache.xml import parse_element
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class PubsubCache:
         except UnknownRSMKey:
             self.counters.miss("unknown RSM key")
             return None
-        return [parseXml(raw.encode()) for raw in page.items], cache_metadata(
+        return [parse_element(raw) for raw in page.items], cache_metadata(
             service, node, page, rsm_request is not None
         )
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import configparser
 import enum
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,8 +90,15 @@ def default_config_path() -> Path:
 
 
 def default_socket_path() -> Path:
-    """``$XDG_RUNTIME_DIR/libervia-cache/daemon.sock`` (per platformdirs)."""
-    return platformdirs.user_runtime_path(APP_NAME) / "daemon.sock"
+    """``$XDG_RUNTIME_DIR/libervia-cache/daemon.sock`` (per platformdirs).
+
+    Without ``XDG_RUNTIME_DIR`` (no login session, e.g. root in a container) platformdirs
+    falls back to ``/tmp/runtime-UID`` with a warning on stderr; the fallback is fine
+    for us (the directory is created 0700), the warning would break one-line output.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return platformdirs.user_runtime_path(APP_NAME) / "daemon.sock"
 
 
 @dataclass(frozen=True)

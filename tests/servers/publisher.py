@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
-from tx_xmpp import data_form, disco, generic, pubsub, rsm
+from tx_xmpp import data_form, disco, pubsub, rsm
 
 from libervia_cache.backend.clients import (
     ReconnectingClient,
     connect_client,
     disconnect_client,
 )
+from libervia_cache.xml import parse_element
 
 if TYPE_CHECKING:
     from .base import XMPPServer
@@ -68,7 +69,7 @@ class Event:
 
 def as_element(payload: Payload) -> domish.Element:
     """An item payload as an element (XML strings are parsed)."""
-    return generic.parseXml(payload) if isinstance(payload, str) else payload
+    return parse_element(payload) if isinstance(payload, str) else payload
 
 
 class Publisher(rsm.PubSubClient):
