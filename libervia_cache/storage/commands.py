@@ -36,10 +36,14 @@ def _run(ctx: click.Context, fn: Callable[[Connection], T]) -> T:
         finally:
             await engine.dispose()
 
+    # a private loop: leave the caller's current loop (if any) alone
+    loop = asyncio.new_event_loop()
     try:
-        return asyncio.run(run())
+        return loop.run_until_complete(run())
     except migrate.DatabaseVersionError as e:
         raise click.ClickException(str(e)) from None
+    finally:
+        loop.close()
 
 
 @click.group("db")
