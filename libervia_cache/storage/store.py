@@ -305,14 +305,14 @@ class Store:
     async def cache_items(
         self,
         node_id: int,
-        items_: Iterable[CachedItem],
+        items: Iterable[CachedItem],
         *,
         where: Literal["newest", "oldest"] = "newest",
         complete: bool = False,
     ) -> None:
         """Store a batch of items of one node, in one transaction.
 
-        ``items_`` come in server order (oldest first). ``where="newest"`` places them
+        ``items`` come in server order (oldest first). ``where="newest"`` places them
         after every item the node holds (publish events, forward paging): an item
         republished with a known id replaces the old one and takes the newest position,
         as ejabberd, Prosody and libervia-pubsub do, while keeping its creation time
@@ -324,7 +324,7 @@ class Store:
         if where not in ("newest", "oldest"):
             raise ValueError(f"where must be 'newest' or 'oldest', not {where!r}")
         batch: dict[str, tuple[str, dict[str, Any] | None]] = {}
-        for item_id, raw_xml, parsed in items_:
+        for item_id, raw_xml, parsed in items:
             batch.pop(item_id, None)  # last occurrence wins, at its own place
             batch[item_id] = (raw_xml, parsed)
         texts = {item_id: extract_text(raw) for item_id, (raw, _) in batch.items()}
