@@ -9,7 +9,7 @@ service allows it, and lets the analyser's ``match_cb`` amend the result.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,7 @@ class AnalyserRegistry:
     def __init__(self) -> None:
         self._analysers: dict[str, Analyser] = {}
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Analyser]:
         return iter(self._analysers.values())
 
     def __len__(self) -> int:
@@ -158,7 +158,7 @@ class AnalyserRegistry:
 def payload_namespace(item: domish.Element) -> str | None:
     """Namespace of the first child element of an ``<item/>``, if any."""
     for child in item.elements():
-        return child.uri  # type: ignore[no-any-return]
+        return child.uri
     return None
 
 

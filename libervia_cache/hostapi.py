@@ -59,8 +59,11 @@ class Client(Protocol):
     """One connected XMPP account (profile)."""
 
     profile: str
-    jid: JID
     pubsub_client: rsm.PubSubClient
+
+    @property
+    def jid(self) -> JID:
+        """The JID the server bound for this session (full JID)."""
 
 
 class PubsubEventHandler(Protocol):

@@ -39,7 +39,7 @@ class ProfileClient:
 
     @property
     def jid(self) -> JID:
-        return self.xmpp.jid  # type: ignore[no-any-return]
+        return self.xmpp.jid
 
 
 class Daemon:
@@ -129,7 +129,7 @@ class Daemon:
 
     @property
     def xep_0060(self) -> XEP_0060:
-        return self.plugins["XEP-0060"]  # type: ignore[no-any-return]
+        return self.plugins["XEP-0060"]
 
     async def _bridge_ps_items_get(
         self,

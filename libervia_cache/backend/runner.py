@@ -6,14 +6,18 @@ The asyncio reactor must be installed before this module is imported.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
+from twisted.internet import reactor as _reactor
 from twisted.python.failure import Failure
 
 from libervia_cache.backend.config import DaemonConfig
 from libervia_cache.backend.daemon import Daemon
 
 log = logging.getLogger(__name__)
+#: The installed reactor (zope interfaces do not type-check without a mypy plugin).
+reactor: Any = _reactor
 
 
 def run_daemon(config: DaemonConfig) -> int:
@@ -29,7 +33,7 @@ def run_daemon(config: DaemonConfig) -> int:
             exit_code = 3
             log.error("the daemon could not start: %s", failure.getErrorMessage())
             log.debug("%s", failure.getTraceback())
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
 
         d.addCallbacks(lambda __: log.info("daemon ready"), failed)
 
@@ -37,7 +41,7 @@ def run_daemon(config: DaemonConfig) -> int:
         log.info("stopping")
         return defer.Deferred.fromCoroutine(daemon.stop())
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", shutdown)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    reactor.run()
     return exit_code

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, reactor
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import data_form, pubsub, rsm
@@ -115,11 +116,7 @@ class XEP_0060:
                 log.exception("pubsub event handler %r failed", handler)
                 continue
             if isinstance(result, defer.Deferred):
-                result.addErrback(
-                    lambda failure, h=handler: log.error(
-                        "pubsub event handler %r failed: %s", h, failure.getTraceback()
-                    )
-                )
+                result.addErrback(_log_handler_failure, handler)
 
     # --- items -------------------------------------------------------------------
 
@@ -166,7 +163,7 @@ class XEP_0060:
         args = (client, service, node, max_items, item_ids, sub_id, rsm_request, extra)
         keep_going, answer = await self.host.trigger.async_return_point("XEP-0060_getItems", *args)
         if not keep_going:
-            return answer  # type: ignore[no-any-return]
+            return answer
         items, metadata = await self.get_items_from_network(*args)
         await self.host.trigger.async_point("XEP-0060_gotItems", *args, items, metadata)
         return items, metadata
@@ -216,7 +213,7 @@ class XEP_0060:
         """
         d = client.pubsub_client.subscribe(service, node, client.jid.userhostJID())
         d.addTimeout(self.iq_timeout, reactor)
-        return d  # type: ignore[no-any-return]
+        return d
 
     def get_configuration(
         self, client: Client, service: JID | None, node: str
@@ -236,6 +233,10 @@ class XEP_0060:
 
         d.addCallback(parse)
         return d
+
+
+def _log_handler_failure(failure: Failure, handler: PubsubEventHandler) -> None:
+    log.error("pubsub event handler %r failed: %s", handler, failure.getTraceback())
 
 
 def network_metadata(
