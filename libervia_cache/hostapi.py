@@ -129,5 +129,9 @@ class Host(Protocol):
     plugins: Mapping[str, Any]
     clients: Mapping[str, Client]
 
+    @property
+    def default_profile(self) -> str:
+        """The profile used when a caller names none."""
+
     def get_client(self, profile: str) -> Client:
         """The connected client of ``profile``; raises ``KeyError`` if unknown."""

@@ -21,6 +21,7 @@ from twisted.words.xish import domish
 from tx_xmpp import pubsub, rsm
 
 from libervia_cache.analysis import Analyser, AnalyserRegistry, analyse_node
+from libervia_cache.bridge_api import register_bridge_methods
 from libervia_cache.hostapi import XEP0060, Client, Host, ItemsResult, ReturnPointResult
 from libervia_cache.storage import ItemsPage, NodeInfo, Store, SyncState, UnknownRSMKey
 from libervia_cache.sync import SyncProgress, parse_items, synchronise_node
@@ -74,8 +75,7 @@ class PubsubCache:
         host.trigger.add("XEP-0060_getItems", self._get_items_trigger, TRIGGER_PRIORITY)
         host.trigger.add("XEP-0060_gotItems", self._got_items_trigger, TRIGGER_PRIORITY)
         self.pubsub.add_event_handler(self._on_event)
-        for name in ("ps_cache_sync", "ps_cache_status"):
-            host.bridge.register_method(name, getattr(self, f"_bridge_{name}"))
+        register_bridge_methods(host, self)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -412,32 +412,27 @@ class PubsubCache:
         by_id = {i.getAttribute("id"): i for i in fetched}
         return [by_id.get(i.getAttribute("id"), i) for i in items]
 
-    # --- bridge ------------------------------------------------------------------------
+    # --- management (public API for the bridge and other plugins) ---------------------
 
-    async def _bridge_ps_cache_sync(
-        self, service: str, node: str, profile: str | None = None, wait: bool = False
-    ) -> dict[str, Any]:
-        client = self.host.get_client(profile or self.host.default_profile)  # type: ignore[attr-defined]
-        d = defer.Deferred.fromCoroutine(
-            self.synchronise(client, JID(service) if service else None, node)
-        )
-        if wait:
-            await d
-        else:
-            d.addErrback(lambda f: log.error("synchronisation failed: %s", f.getErrorMessage()))
-        return await self._bridge_ps_cache_status(service, node, profile)
+    def sync_progress(self, profile: str, service: JID | str, node: str) -> SyncProgress | None:
+        """Progress of the running sync of a node, if one runs."""
+        return self._progress.get((profile, str(service), node))
 
-    async def _bridge_ps_cache_status(
-        self, service: str | None = None, node: str | None = None, profile: str | None = None
-    ) -> dict[str, Any]:
+    async def node_status(
+        self,
+        profile: str | None = None,
+        service: JID | str | None = None,
+        node: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Cached nodes (JSON-ready): state, item count, last sync, subscription, progress."""
         store = self._require_store()
-        nodes = await store.get_nodes(profile=profile, service=service)
         rows = []
-        for info in nodes:
+        for info in await store.get_nodes(
+            profile=profile, service=str(service) if service is not None else None
+        ):
             if node is not None and info.name != node:
                 continue
-            key = (info.profile, info.service, info.name)
-            progress = self._progress.get(key)
+            progress = self._progress.get((info.profile, info.service, info.name))
             rows.append(
                 {
                     "profile": info.profile,
@@ -457,16 +452,41 @@ class PubsubCache:
                     else None,
                 }
             )
+        return rows
+
+    def counters_status(self) -> dict[str, Any]:
+        """Hit/miss counters since start (JSON-ready)."""
         return {
-            "nodes": rows,
-            "counters": {
-                "hits": self.counters.hits,
-                "misses": self.counters.misses,
-                "syncs_started": self.counters.syncs_started,
-                "syncs_failed": self.counters.syncs_failed,
-                "miss_reasons": dict(self.counters.by_reason),
-            },
+            "hits": self.counters.hits,
+            "misses": self.counters.misses,
+            "syncs_started": self.counters.syncs_started,
+            "syncs_failed": self.counters.syncs_failed,
+            "miss_reasons": dict(self.counters.by_reason),
         }
+
+    async def search(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Search cached items; see :mod:`libervia_cache.search` for the query.
+
+        Raises ``SearchQueryError`` naming the offending part of an invalid query.
+        """
+        return await self._require_store().search(query)
+
+    async def purge(self, filters: Mapping[str, Any] | None = None) -> int:
+        """Delete cached items matching ``filters``; returns how many went.
+
+        Nodes that lose items are no longer served from the cache until resynchronised.
+        """
+        return await self._require_store().purge(filters)
+
+    async def count_purge(self, filters: Mapping[str, Any] | None = None) -> int:
+        """How many items :meth:`purge` would delete."""
+        return await self._require_store().count_purge(filters)
+
+    async def reset(self) -> None:
+        """Forget every cached node and item (running syncs are cancelled first)."""
+        for deferred in list(self._syncs.values()):
+            deferred.cancel()
+        await self._require_store().reset()
 
     def _require_store(self) -> Store:
         if self.store is None:
