@@ -4,7 +4,8 @@
 # only when something is missing. Quiet unless it fails (then the apt log is printed).
 set -eu
 
-PACKAGES="ejabberd prosody lua-dbi-sqlite3 libervia-pubsub openssl"
+# postgresql-client: psql, to create libervia-pubsub's database on the running PostgreSQL
+PACKAGES="ejabberd prosody lua-dbi-sqlite3 libervia-pubsub postgresql-client openssl"
 
 missing=""
 for package in $PACKAGES; do
@@ -19,7 +20,8 @@ SUDO=""
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 export DEBIAN_FRONTEND=noninteractive
-# policy-rc.d: the packages' maintainer scripts must not start system-wide instances.
+# policy-rc.d: the packages' maintainer scripts must not start system-wide instances
+# (the tests run private ones).
 policy=/usr/sbin/policy-rc.d
 created_policy=""
 if [ ! -e "$policy" ]; then
@@ -39,6 +41,4 @@ if [ "$status" -ne 0 ]; then
     cat "$log" >&2
     exit "$status"
 fi
-# Debian starts the services it installs when it can: stop any system-wide instance the
-# packages may have launched despite policy-rc.d (the tests use private ones).
 exit 0
