@@ -9,6 +9,7 @@ Libervia backend has the same shape, so the plugin could be dropped into it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -64,6 +65,20 @@ class Client(Protocol):
     @property
     def jid(self) -> JID:
         """The JID the server bound for this session (full JID)."""
+
+
+@dataclass(frozen=True)
+class ConfigurationEvent:
+    """A node configuration change notification (XEP-0060 §8.2.5).
+
+    Items, retract, purge and delete events are tx_xmpp's ``ItemsEvent``,
+    ``PurgeEvent`` and ``DeleteEvent``; tx_xmpp has no configuration event.
+    """
+
+    sender: JID
+    recipient: JID
+    nodeIdentifier: str
+    options: dict[str, Any]
 
 
 class PubsubEventHandler(Protocol):

@@ -11,6 +11,7 @@ Hooked on the daemon's items request path (see ``doc/`` and DESIGN.md):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,9 +23,16 @@ from tx_xmpp import pubsub, rsm
 
 from libervia_cache.analysis import Analyser, AnalyserRegistry, analyse_node
 from libervia_cache.bridge_api import register_bridge_methods
-from libervia_cache.hostapi import XEP0060, Client, Host, ItemsResult, ReturnPointResult
+from libervia_cache.hostapi import (
+    XEP0060,
+    Client,
+    ConfigurationEvent,
+    Host,
+    ItemsResult,
+    ReturnPointResult,
+)
 from libervia_cache.storage import ItemsPage, NodeInfo, Store, SyncState, UnknownRSMKey
-from libervia_cache.sync import SyncProgress, parse_items, synchronise_node
+from libervia_cache.sync import SyncError, SyncProgress, parse_items, synchronise_node
 from libervia_cache.xml import parse_element
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,27 @@ PLUGIN_INFO = {
 TRIGGER_PRIORITY = 1000
 
 SyncKey = tuple[str, str, str]
+
+#: Trigger point called (synchronously) after each pubsub event the cache applied,
+#: with ``(client, event)``: lets tests and other plugins wait for the cache to be fresh.
+EVENT_APPLIED_POINT = "PUBSUB_CACHE_eventApplied"
+
+
+@dataclass
+class RunningSync:
+    """A synchronisation running in this process."""
+
+    deferred: defer.Deferred[None]
+    progress: SyncProgress
+    started: float = field(default_factory=time.monotonic)
+    #: ids of items published or retracted by events during the sync (newer than pages)
+    updated_by_events: set[str] = field(default_factory=set)
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Stop this sync: it must not write anything more, even a write in flight."""
+        self.cancelled = True
+        self.deferred.cancel()
 
 
 @dataclass
@@ -70,8 +99,8 @@ class PubsubCache:
         self.counters = CacheCounters()
         self.serving = host.config.get("pubsub_cache", "strategy") != "no_cache"
         self.limit: int = host.config.get("pubsub_cache", "cache_limit")
-        self._syncs: dict[SyncKey, defer.Deferred[Any]] = {}
-        self._progress: dict[SyncKey, SyncProgress] = {}
+        self.deadline: int = host.config.get("pubsub_cache", "progress_deadline")
+        self._syncs: dict[SyncKey, RunningSync] = {}
         host.trigger.add("XEP-0060_getItems", self._get_items_trigger, TRIGGER_PRIORITY)
         host.trigger.add("XEP-0060_gotItems", self._got_items_trigger, TRIGGER_PRIORITY)
         self.pubsub.add_event_handler(self._on_event)
@@ -84,8 +113,8 @@ class PubsubCache:
         self.store = await Store.open(self.host.config.get("pubsub_cache", "db_url"))
 
     async def stop(self) -> None:
-        for deferred in list(self._syncs.values()):
-            deferred.cancel()
+        for key in list(self._syncs):
+            self._cancel_sync(key)
         self.host.trigger.remove("XEP-0060_getItems", self._get_items_trigger)
         self.host.trigger.remove("XEP-0060_gotItems", self._got_items_trigger)
         self.pubsub.remove_event_handler(self._on_event)
@@ -162,6 +191,8 @@ class PubsubCache:
         store = self._require_store()
         node_info = await store.get_node(client.profile, service.full(), node)
         if node_info is None or node_info.sync_state is not SyncState.COMPLETED:
+            if node_info is not None and node_info.sync_state is SyncState.IN_PROGRESS:
+                self._restart_if_stale(client, node_info)
             self.counters.miss("not synchronised")
             return True, None
         answer = await self.get_items_from_cache(
@@ -185,8 +216,10 @@ class PubsubCache:
     ) -> ItemsResult | None:
         """Answer an items request from the store, as the service would answer it.
 
-        Returns ``None`` when the store cannot answer faithfully (node not cached, an
-        RSM key it does not know): the caller then asks the network.
+        Returns ``None`` when the store cannot answer faithfully: node not synchronised,
+        an RSM key it does not know (e.g. an ejabberd timestamp key from a page that
+        came from the network), or a node holding only its newest items (the cache limit
+        was reached) asked for more than those. The caller then asks the network.
         """
         service = service or client.jid.userhostJID()
         store = self._require_store()
@@ -194,6 +227,10 @@ class PubsubCache:
             node_info = await store.get_node(client.profile, service.full(), node)
             if node_info is None or node_info.sync_state is not SyncState.COMPLETED:
                 return None
+        truncated = bool(node_info.extra.get("truncated"))
+        if truncated and (rsm_request is not None or (max_items is None and not item_ids)):
+            self.counters.miss("node larger than the cache limit")
+            return None
         rsm_args: dict[str, Any] = {}
         if rsm_request is not None:
             rsm_args = {
@@ -208,6 +245,17 @@ class PubsubCache:
             )
         except UnknownRSMKey:
             self.counters.miss("unknown RSM key")
+            return None
+        except ValueError as error:
+            log.debug("request the cache cannot answer on node %s: %s", node, error)
+            self.counters.miss("unsupported request")
+            return None
+        if truncated and (
+            (max_items is not None and len(page.items) < max_items)
+            or (item_ids and len(page.items) < len(set(item_ids)))
+        ):
+            # the missing items may be among the older ones the cache does not hold
+            self.counters.miss("node larger than the cache limit")
             return None
         return [parse_element(raw) for raw in page.items], cache_metadata(
             service, node, page, rsm_request is not None
@@ -226,36 +274,49 @@ class PubsubCache:
         items: list[domish.Element],
         metadata: dict[str, Any],
     ) -> bool:
-        if extra.get("use_cache") is False and not self.serving:
+        if not self.serving or sub_id or extra.get("mam"):
             return True
         service = service or client.jid.userhostJID()
         store = self._require_store()
         node_info = await store.get_node(client.profile, service.full(), node)
         if node_info is None:
-            analysis = await analyse_node(
-                self.analysers, self.pubsub, client, service, node, first_items=items
-            )
-            if analysis.analyser is None:
+            node_info = await self._analyse_and_record(client, service, node, items)
+            if node_info is None:
                 return True
-            node_info = await store.get_or_create_node(
-                client.profile,
-                service.full(),
-                node,
-                analyser=analysis.analyser.name,
-                type_=analysis.type,
-                subtype=analysis.subtype,
-                extra=analysis.extra,
-            )
         analyser = self.analysers.get(node_info.analyser)
         if analyser is None:
             return True
-        if analyser.to_sync and node_info.sync_state is None and self.serving:
+        if analyser.to_sync and node_info.sync_state is None:
             self.start_sync(client, node_info)
         elif node_info.sync_state not in (SyncState.COMPLETED, SyncState.IN_PROGRESS):
-            # A tracked node that is not synchronised: keep what we saw, for search.
+            # A tracked node that is not synchronised (not to_sync, NO_SYNC or ERROR):
+            # keep what we saw, for search. It is never served as complete.
             parsed = await parse_items(analyser, client, service, node, items)
             await store.cache_items(node_info.id, parsed, where="newest")
         return True
+
+    async def _analyse_and_record(
+        self, client: Client, service: JID, node: str, items: list[domish.Element]
+    ) -> NodeInfo | None:
+        """Analyse an unknown node and record the result, a negative one included.
+
+        A negative result is recorded only when it is final: an empty node may match
+        an analyser by namespace once it holds items.
+        """
+        analysis = await analyse_node(
+            self.analysers, self.pubsub, client, service, node, first_items=items
+        )
+        if analysis.analyser is None and analysis.namespace is None:
+            return None
+        return await self._require_store().get_or_create_node(
+            client.profile,
+            service.full(),
+            node,
+            analyser=analysis.analyser.name if analysis.analyser else None,
+            type_=analysis.type,
+            subtype=analysis.subtype,
+            extra=analysis.extra,
+        )
 
     # --- synchronisation ---------------------------------------------------------------
 
@@ -272,40 +333,61 @@ class PubsubCache:
             observer.callback(None)
             return result
 
-        running.addBoth(relay)
+        running.deferred.addBoth(relay)
         return observer
 
-    def start_sync(self, client: Client, node_info: NodeInfo) -> defer.Deferred[Any]:
-        """Synchronise a node in the background; at most one sync per node at a time."""
+    def start_sync(self, client: Client, node_info: NodeInfo) -> defer.Deferred[None]:
+        """Synchronise a node in the background; at most one sync per node at a time.
+
+        Returns a Deferred fired when the sync ends (whatever its outcome: a failure
+        sets the node ERROR and is logged).
+        """
+        key: SyncKey = (client.profile, node_info.service, node_info.name)
+        if key not in self._syncs:
+            self.counters.syncs_started += 1
+            progress = SyncProgress()
+            running = RunningSync(defer.Deferred(), progress)
+            self._syncs[key] = running
+            running.deferred = defer.Deferred.fromCoroutine(
+                self._run_sync(client, node_info, running)
+            )
+
+            def done(result: Any) -> Any:
+                if self._syncs.get(key) is running:
+                    del self._syncs[key]
+                return result
+
+            running.deferred.addBoth(done)
+            running.deferred.addErrback(lambda failure: failure.trap(defer.CancelledError))
+        observer = self.running_sync(*key)
+        return observer if observer is not None else defer.succeed(None)
+
+    def _cancel_sync(self, key: SyncKey) -> None:
+        """Cancel the running sync of ``key`` and forget it at once, so that a new one
+        can start before the cancellation has run its course."""
+        running = self._syncs.pop(key, None)
+        if running is not None:
+            running.cancel()
+
+    def _restart_if_stale(self, client: Client, node_info: NodeInfo) -> None:
+        """Redo a sync that outlived the deadline, or that no process runs any more."""
         key: SyncKey = (client.profile, node_info.service, node_info.name)
         running = self._syncs.get(key)
         if running is not None:
-            return running
-        self.counters.syncs_started += 1
-        progress = SyncProgress()
-        self._progress[key] = progress
-        deferred = defer.Deferred.fromCoroutine(self._run_sync(client, node_info, progress))
-        self._syncs[key] = deferred
+            if time.monotonic() - running.started < self.deadline:
+                return
+            log.warning(
+                "synchronisation of node %s on %s is older than %d s: starting it again",
+                node_info.name,
+                node_info.service,
+                self.deadline,
+            )
+            self._cancel_sync(key)
+        self.start_sync(client, node_info)
 
-        def done(result: Any) -> Any:
-            self._syncs.pop(key, None)
-            self._progress.pop(key, None)
-            return result
-
-        deferred.addBoth(done)
-        return deferred
-
-    async def _run_sync(self, client: Client, node_info: NodeInfo, progress: SyncProgress) -> None:
+    async def _run_sync(self, client: Client, node_info: NodeInfo, running: RunningSync) -> None:
         store = self._require_store()
         analyser = self.analysers.get(node_info.analyser)
-
-        def on_progress(current: SyncProgress) -> None:
-            progress.stored, progress.total, progress.pages = (
-                current.stored,
-                current.total,
-                current.pages,
-            )
-
         try:
             result = await synchronise_node(
                 store,
@@ -314,11 +396,15 @@ class PubsubCache:
                 node_info,
                 analyser,
                 limit=self.limit,
-                on_progress=on_progress,
+                progress=running.progress,
+                updated_by_events=running.updated_by_events,
+                is_cancelled=lambda: running.cancelled,
             )
         except defer.CancelledError:
             raise
         except Exception as error:
+            if running.cancelled:
+                return
             self.counters.syncs_failed += 1
             log.error(
                 "synchronisation of node %s on %s failed: %s",
@@ -338,10 +424,11 @@ class PubsubCache:
 
     async def synchronise(
         self, client: Client, service: JID | None, node: str, resync: bool = True
-    ) -> None:
-        """(Re)synchronise a node now, even one in ERROR; waits for the end.
+    ) -> NodeInfo:
+        """(Re)synchronise a node now, even one in ERROR or NO_SYNC; wait for the end.
 
-        Without ``resync``, a node already COMPLETED is left as it is.
+        Without ``resync``, a node already COMPLETED is left as it is. Raises
+        ``SyncError`` when the synchronisation fails (the node is then ERROR).
         """
         service = service or client.jid.userhostJID()
         store = self._require_store()
@@ -358,11 +445,18 @@ class PubsubCache:
                 extra=analysis.extra,
             )
         elif not resync and node_info.sync_state is SyncState.COMPLETED:
-            return
+            return node_info
+        key: SyncKey = (client.profile, node_info.service, node_info.name)
+        if resync and key in self._syncs:
+            # a resync asked for explicitly restarts from scratch
+            self._cancel_sync(key)
         await self.start_sync(client, node_info)
         node_info = await store.get_node(client.profile, service.full(), node)
         if node_info is None or node_info.sync_state is not SyncState.COMPLETED:
-            raise RuntimeError(f"synchronisation of node {node} on {service.full()} failed")
+            raise SyncError(
+                f"synchronisation of node {node} on {service.full()} failed (see the daemon's log)"
+            )
+        return node_info
 
     # --- events ------------------------------------------------------------------------
 
@@ -373,31 +467,69 @@ class PubsubCache:
         store = self.store
         if store is None:
             return
+        # Looking the node up by the event's sender ignores events whose sender is not
+        # the node's service.
         node_info = await store.get_node(client.profile, event.sender.full(), event.nodeIdentifier)
         if node_info is None or node_info.sync_state not in (
             SyncState.COMPLETED,
             SyncState.IN_PROGRESS,
         ):
             return
+        key: SyncKey = (client.profile, node_info.service, node_info.name)
+        running = self._syncs.get(key)
         service = JID(node_info.service)
         if isinstance(event, pubsub.ItemsEvent):
-            retracted = [
-                e.getAttribute("id")
-                for e in event.items
-                if e.name == "retract" and e.getAttribute("id")
-            ]
-            published = [e for e in event.items if e.name == "item"]
-            if published:
-                analyser = self.analysers.get(node_info.analyser)
-                published = await self._with_payloads(client, service, node_info.name, published)
-                parsed = await parse_items(analyser, client, service, node_info.name, published)
-                await store.cache_items(node_info.id, parsed, where="newest")
-            if retracted:
-                await store.delete_items(node_info.id, retracted)
+            await self._apply_items_event(client, service, node_info, event, running)
         elif isinstance(event, pubsub.PurgeEvent):
             await store.purge_node_items(node_info.id)
+            if running is not None:
+                # pages fetched before the purge hold items that are gone
+                self._cancel_sync(key)
+                self.start_sync(client, node_info)
         elif isinstance(event, pubsub.DeleteEvent):
+            if running is not None:
+                self._cancel_sync(key)
             await store.delete_node(node_info.id)
+        elif isinstance(event, ConfigurationEvent):
+            max_items = event.options.get("pubsub#max_items")
+            if max_items is not None and running is None:
+                log.info(
+                    "configuration of node %s on %s changed: synchronising it again",
+                    node_info.name,
+                    node_info.service,
+                )
+                self.start_sync(client, node_info)
+        else:
+            return
+        self.host.trigger.point(EVENT_APPLIED_POINT, client, event)
+
+    async def _apply_items_event(
+        self,
+        client: Client,
+        service: JID,
+        node_info: NodeInfo,
+        event: pubsub.ItemsEvent,
+        running: RunningSync | None,
+    ) -> None:
+        store = self._require_store()
+        retracted = [
+            e.getAttribute("id")
+            for e in event.items
+            if e.name == "retract" and e.getAttribute("id")
+        ]
+        published = [e for e in event.items if e.name == "item"]
+        if running is not None:
+            running.updated_by_events.update(retracted)
+            running.updated_by_events.update(
+                i.getAttribute("id") for i in published if i.getAttribute("id")
+            )
+        if published:
+            analyser = self.analysers.get(node_info.analyser)
+            published = await self._with_payloads(client, service, node_info.name, published)
+            parsed = await parse_items(analyser, client, service, node_info.name, published)
+            await store.cache_items(node_info.id, parsed, where="newest")
+        if retracted:
+            await store.delete_items(node_info.id, retracted)
 
     async def _with_payloads(
         self, client: Client, service: JID, node: str, items: list[domish.Element]
@@ -406,9 +538,18 @@ class PubsubCache:
         missing = [i.getAttribute("id") for i in items if not list(i.elements())]
         if not missing:
             return items
-        fetched, __ = await self.pubsub.get_items_from_network(
-            client, service, node, item_ids=missing
-        )
+        try:
+            fetched, __ = await self.pubsub.get_items_from_network(
+                client, service, node, item_ids=missing
+            )
+        except Exception as error:
+            log.warning(
+                "could not fetch the payload of notified items %s of node %s: %s",
+                missing,
+                node,
+                error,
+            )
+            return items
         by_id = {i.getAttribute("id"): i for i in fetched}
         return [by_id.get(i.getAttribute("id"), i) for i in items]
 
@@ -416,7 +557,8 @@ class PubsubCache:
 
     def sync_progress(self, profile: str, service: JID | str, node: str) -> SyncProgress | None:
         """Progress of the running sync of a node, if one runs."""
-        return self._progress.get((profile, str(service), node))
+        running = self._syncs.get((profile, str(service), node))
+        return running.progress if running else None
 
     async def node_status(
         self,
@@ -432,7 +574,7 @@ class PubsubCache:
         ):
             if node is not None and info.name != node:
                 continue
-            progress = self._progress.get((info.profile, info.service, info.name))
+            progress = self.sync_progress(info.profile, info.service, info.name)
             rows.append(
                 {
                     "profile": info.profile,
@@ -484,8 +626,8 @@ class PubsubCache:
 
     async def reset(self) -> None:
         """Forget every cached node and item (running syncs are cancelled first)."""
-        for deferred in list(self._syncs.values()):
-            deferred.cancel()
+        for key in list(self._syncs):
+            self._cancel_sync(key)
         await self._require_store().reset()
 
     def _require_store(self) -> Store:

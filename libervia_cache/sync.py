@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import defer
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import pubsub, rsm
@@ -114,16 +115,25 @@ async def synchronise_node(
     *,
     limit: int,
     page_size: int = DEFAULT_PAGE_SIZE,
-    on_progress: Callable[[SyncProgress], None] | None = None,
+    progress: SyncProgress | None = None,
+    updated_by_events: set[str] | None = None,
+    is_cancelled: Callable[[], bool] = lambda: False,
 ) -> SyncProgress:
     """Synchronise ``node_info`` completely; raise :class:`SyncError` when it cannot.
 
-    The caller owns the single-flight rule and the state changes around failures.
+    ``updated_by_events`` holds the ids of items that events published or retracted
+    while this sync runs: the event is newer than any page, so a page never overwrites
+    (or resurrects) them. The caller owns the single-flight rule and the state changes
+    around failures; ``progress`` is updated in place as pages are stored.
+    ``is_cancelled`` is checked before every write, so a sync cancelled while a request
+    was in flight writes nothing more.
     """
     service = JID(node_info.service)
     node = node_info.name
-    progress = SyncProgress()
-    await store.update_node(node_info.id, sync_state=SyncState.IN_PROGRESS)
+    progress = progress if progress is not None else SyncProgress()
+    updated_by_events = updated_by_events if updated_by_events is not None else set()
+    extra = {k: v for k, v in node_info.extra.items() if k != "truncated"}
+    await store.update_node(node_info.id, sync_state=SyncState.IN_PROGRESS, extra=extra)
     await store.purge_node_items(node_info.id)
 
     try:
@@ -152,38 +162,37 @@ async def synchronise_node(
         if repeated:
             raise SyncError(
                 f"node {node} on {service.full()}: the service returned item(s) "
-                f"{sorted(repeated)[:3]} twice while paging; synchronisation stopped"
+                f"{', '.join(sorted(repeated)[:3])} twice while paging; synchronisation stopped"
             )
         seen.update(i for i in ids if i)
         if "count" in rsm_data:
             progress.total = min(int(rsm_data["count"]), limit)
         first = rsm_data.get("first")
-        index = rsm_data.get("index")
         # Without RSM the service sent the whole node; with RSM, the page that starts at
         # index 0, or a short or empty page, is the oldest one.
-        last_page = (
-            not rsm_data
-            or first is None
-            or index == 0
-            or len(items) < page_size
-            or progress.stored + len(items) >= limit
+        oldest_page = (
+            not rsm_data or first is None or rsm_data.get("index") == 0 or len(items) < page_size
         )
-        if progress.stored + len(items) > limit:
-            items = items[len(items) - (limit - progress.stored) :]
-        parsed = await parse_items(analyser, client, service, node, items)
-        if last_page and progress.stored + len(items) >= limit and rsm_data.get("index") != 0:
+        room = limit - progress.stored
+        truncated = len(items) > room or (len(items) == room and not oldest_page)
+        if truncated and not is_cancelled():
+            items = items[len(items) - room :] if room else []
             log.warning(
                 "node %s on %s holds more than the cache limit of %d items: only the newest "
-                "%d are cached",
+                "%d are cached, and only requests they answer are served from the cache",
                 node,
                 service.full(),
                 limit,
                 limit,
             )
+            await store.update_node(node_info.id, extra={**extra, "truncated": True})
+        items = [i for i in items if i.getAttribute("id") not in updated_by_events]
+        parsed = await parse_items(analyser, client, service, node, items)
+        last_page = oldest_page or truncated
+        if is_cancelled():
+            raise defer.CancelledError()
         await store.cache_items(node_info.id, parsed, where="oldest", complete=last_page)
         progress.stored += len(parsed)
-        if on_progress is not None:
-            on_progress(progress)
         if last_page:
             return progress
         request = rsm.RSMRequest(max_=page_size, before=first)

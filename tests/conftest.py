@@ -33,7 +33,7 @@ _reactor_started = False
 def _ensure_reactor_running() -> None:
     global _reactor_started
     if not _reactor_started:
-        reactor.startRunning(installSignalHandlers=False)  # type: ignore[attr-defined]
+        reactor.startRunning(installSignalHandlers=False)
         _reactor_started = True
 
 
@@ -51,6 +51,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     run(pyfuncitem.obj(**kwargs))
     return True
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the reactor's thread pool (``deferToThread``), or the interpreter hangs."""
+    if _reactor_started:
+        pool = getattr(reactor, "threadpool", None)
+        if pool is not None:
+            pool.stop()
 
 
 @pytest.fixture

@@ -71,6 +71,7 @@ ERROR_KINDS: dict[str, int] = {
     "conflict": EXIT_USER_ERROR,  # e.g. a sync already running
     "unreachable": EXIT_UNREACHABLE,  # no daemon answers on the control socket
     "server": EXIT_FAILURE,  # the XMPP server failed or refused
+    "unavailable": EXIT_FAILURE,  # the profile is not connected to its server
     "internal": EXIT_FAILURE,  # a bug: the traceback is in the daemon's log
     "timeout": EXIT_FAILURE,
     "too_large": EXIT_FAILURE,  # request line over MAX_LINE_LENGTH

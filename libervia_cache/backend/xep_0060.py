@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, reactor
@@ -23,7 +22,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import data_form, pubsub, rsm
 
-from libervia_cache.hostapi import Client, ItemsResult, PubsubEventHandler
+from libervia_cache.hostapi import Client, ConfigurationEvent, ItemsResult, PubsubEventHandler
 
 if TYPE_CHECKING:
     from libervia_cache.hostapi import Host
@@ -43,16 +42,6 @@ PLUGIN_INFO = {
 DEFAULT_IQ_TIMEOUT = 60.0
 
 NS_PUBSUB_EVENT = pubsub.NS_PUBSUB_EVENT
-
-
-@dataclass(frozen=True)
-class ConfigurationEvent:
-    """A node configuration change notification (XEP-0060 §8.2.5)."""
-
-    sender: JID
-    recipient: JID
-    nodeIdentifier: str
-    options: dict[str, Any]
 
 
 class EventDispatchingPubSubClient(rsm.PubSubClient):

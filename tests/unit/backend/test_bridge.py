@@ -477,7 +477,19 @@ def test_error_kind_exit_codes(kind: str, code: int) -> None:
 
 
 def test_error_kinds_table_is_complete() -> None:
-    assert len(ERROR_KINDS) == 10
+    assert {kind: code for kind, code in ERROR_KINDS.items()} == {
+        "bad_request": 1,
+        "not_found": 1,
+        "unknown_method": 1,
+        "not_cached": 1,
+        "conflict": 1,
+        "unreachable": 2,
+        "server": 3,
+        "unavailable": 3,
+        "internal": 3,
+        "timeout": 3,
+        "too_large": 3,
+    }
 
 
 def test_unknown_error_kind_counts_as_failure() -> None:
