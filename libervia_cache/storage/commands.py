@@ -21,10 +21,10 @@ T = TypeVar("T")
 
 
 def _db_url(ctx: click.Context) -> str | None:
-    obj = ctx.find_root().obj
-    if isinstance(obj, dict) and obj.get("db_url"):
-        return str(obj["db_url"])
     url = ctx.params.get("db_url") or (ctx.parent.params.get("db_url") if ctx.parent else None)
+    if not url:  # the main CLI's obj: a dict, or an object with a db_url attribute
+        obj = ctx.find_root().obj
+        url = obj.get("db_url") if isinstance(obj, dict) else getattr(obj, "db_url", None)
     return str(url) if url else None
 
 
