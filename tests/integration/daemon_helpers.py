@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.servers.base import XMPPServer, wait_until
+
+if TYPE_CHECKING:
+    from libervia_cache.backend.daemon import Daemon
 
 ATOM = "http://www.w3.org/2005/Atom"
 
@@ -112,3 +117,39 @@ def run_cli(config: Path, *args: str, check: bool = True) -> subprocess.Complete
             f"libervia-cache {' '.join(args)} exited {result.returncode}: {result.stderr}"
         )
     return result
+
+
+@contextmanager
+def running_daemon(
+    directory: Path, server: XMPPServer, **cache_options: Any
+) -> Iterator[DaemonProcess]:
+    """A daemon process for profile ``bob`` of ``server``, stopped (cleanly) at the end.
+
+    For module-scoped fixtures: one daemon serves every test of a module.
+    """
+    daemon = DaemonProcess(write_config(directory, server, profiles=["bob"], **cache_options))
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        code = daemon.stop()
+        assert code == 0, daemon.log()
+
+
+def cli_json(daemon: DaemonProcess, *args: str) -> Any:
+    """Run a command with ``--json``: its stdout must be exactly one JSON document."""
+    result = daemon.cli(*args, "--json")
+    return json.loads(result.stdout)
+
+
+async def start_daemon(directory: Path, server: XMPPServer, **options: Any) -> Daemon:
+    """The reference daemon in-process, with bob's profile connected (stop it after)."""
+    from libervia_cache.backend.config import load_config
+    from libervia_cache.backend.daemon import Daemon
+
+    daemon = Daemon(load_config(write_config(directory, server, profiles=["bob"], **options)))
+    await daemon.start()
+    if "bob" not in daemon.clients:
+        await daemon.stop()
+        raise AssertionError("bob could not connect")
+    return daemon
