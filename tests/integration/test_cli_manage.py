@@ -1,0 +1,256 @@
+"""Managing commands end to end: sync with progress, purge, reset, through one daemon.
+
+Tests use their own nodes; the reset test forgets everything, so it comes last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from twisted.words.protocols.jabber.jid import JID
+
+from tests.conftest import run
+from tests.integration.daemon_helpers import DaemonProcess, atom_entry, cli_json, running_daemon
+from tests.servers.base import XMPPServer, wait_until
+from tests.servers.publisher import connect_publisher
+
+MICROBLOG = "urn:xmpp:microblog:0"
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    xmpp_server: XMPPServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaemonProcess]:
+    with running_daemon(tmp_path_factory.mktemp("cli-manage"), xmpp_server) as process:
+        yield process
+
+
+@pytest.fixture
+def blog_node(xmpp_server: XMPPServer, fresh_node: Callable[..., str]) -> Callable[[int], str]:
+    """``blog_node(n)``: a new microblog node with ``n`` posts on the test service."""
+
+    def create(count: int) -> str:
+        service = JID(xmpp_server.pubsub_service)
+        node = fresh_node(MICROBLOG)
+
+        async def publish() -> None:
+            publisher = await connect_publisher(xmpp_server, "alice", f"pub-{uuid.uuid4().hex[:8]}")
+            try:
+                await publisher.create_node(service, node, {"pubsub#access_model": "open"})
+                posts = [(f"p{n}", atom_entry(f"p{n}", f"Post {n}")) for n in range(count)]
+                await publisher.publish(service, node, posts)
+            finally:
+                await publisher.close()
+
+        run(publish())
+        return node
+
+    return create
+
+
+# --- sync ---------------------------------------------------------------------------------
+
+
+def test_sync_wait_prints_progress_lines_when_stdout_is_not_a_terminal(
+    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+) -> None:
+    node = blog_node(40)
+    result = daemon.cli("sync", xmpp_server.pubsub_service, node, "--wait")
+    lines = result.stdout.strip().splitlines()
+    progress = [line for line in lines if line.startswith(f"sync {node}: ")]
+    assert progress, result.stdout
+    assert progress[-1] == f"sync {node}: 40 item(s) stored of 40"
+    assert lines[-1] == f"{node} on {xmpp_server.pubsub_service}: COMPLETED, 40 item(s)"
+
+
+def test_sync_wait_json_is_one_document_with_the_node_status(
+    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+) -> None:
+    node = blog_node(3)
+    result = cli_json(daemon, "sync", xmpp_server.pubsub_service, node, "--wait")
+    [row] = result["nodes"]
+    assert (row["node"], row["state"], row["items"], row["type"]) == (node, "COMPLETED", 3, "blog")
+
+
+def test_sync_wait_shows_a_progress_bar_on_a_terminal(
+    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+) -> None:
+    node = blog_node(25)
+    leader, follower = os.openpty()
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "libervia_cache", "--config", str(daemon.config)]
+            + ["sync", xmpp_server.pubsub_service, node, "--wait"],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+        )
+        os.close(follower)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(leader)
+    assert process.returncode == 0, process.stderr
+    text = output.decode(errors="replace")
+    assert "25/25" in text  # the bar's stored/total column
+    assert "━" in text  # the bar itself
+    assert f"{node} on {xmpp_server.pubsub_service}: COMPLETED, 25 item(s)" in text
+
+
+def test_sync_without_wait_runs_in_the_background(
+    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+) -> None:
+    node = blog_node(5)
+    result = daemon.cli("sync", xmpp_server.pubsub_service, node)
+    assert f"synchronisation of {node} on {xmpp_server.pubsub_service} started" in result.stdout
+
+    def completed() -> bool:
+        rows = cli_json(daemon, "status", xmpp_server.pubsub_service, node)["nodes"]
+        return bool(rows) and rows[0]["state"] == "COMPLETED" and rows[0]["items"] == 5
+
+    wait_until(completed, "the background sync to complete", timeout=60)
+
+
+def test_sync_of_a_missing_node_is_one_line_with_exit_code_3(
+    daemon: DaemonProcess, xmpp_server: XMPPServer
+) -> None:
+    result = daemon.cli(
+        "sync",
+        xmpp_server.pubsub_service,
+        f"{MICROBLOG}-missing-{uuid.uuid4().hex}",
+        "--wait",
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sync_for_an_unknown_profile_is_not_found_with_exit_code_1(
+    daemon: DaemonProcess, xmpp_server: XMPPServer
+) -> None:
+    result = daemon.cli(
+        "sync", xmpp_server.pubsub_service, "any", "--profile", "nobody", check=False
+    )
+    assert result.returncode == 1
+    assert "unknown profile 'nobody'" in result.stderr
+
+
+# --- purge --------------------------------------------------------------------------------
+
+
+def node_row(daemon: DaemonProcess, service: str, node: str) -> dict[str, object]:
+    [row] = cli_json(daemon, "status", service, node)["nodes"]
+    return row
+
+
+def test_purge_shows_the_count_and_asks_before_deleting(
+    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+) -> None:
+    service = xmpp_server.pubsub_service
+    node = blog_node(4)
+    daemon.cli("sync", service, node, "--wait")
+    declined = subprocess.run(
+        [sys.executable, "-m", "libervia_cache", "--config", str(daemon.config)]
+        + ["purge", "--node", node],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert declined.returncode == 1
+    assert "4 cached item(s) match" in declined.stdout
+    assert "Purge 4 cached item(s)?" in declined.stderr
+    assert "aborted" in declined.stderr
+    assert node_row(daemon, service, node)["items"] == 4
+
+    accepted = subprocess.run(
+        [sys.executable, "-m", "libervia_cache", "--config", str(daemon.config)]
+        + ["purge", "--node", node],
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert "purged 4 item(s)" in accepted.stdout
+    row = node_row(daemon, service, node)
+    assert row["items"] == 0
+    assert row["state"] != "COMPLETED"  # no longer a mirror of the node: not served
+
+
+def test_purge_filters_by_relative_and_iso_dates(
+    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+) -> None:
+    service = xmpp_server.pubsub_service
+    node = blog_node(3)
+    daemon.cli("sync", service, node, "--wait")
+    recent = cli_json(daemon, "purge", "--node", node, "--created-before", "1h", "--yes")
+    assert (recent["count"], recent["purged"]) == (0, 0)
+    assert "created_before" in recent["filters"]
+    dry = cli_json(daemon, "purge", "--node", node, "--updated-before", "2100-01-01", "--dry-run")
+    assert (dry["count"], dry["purged"]) == (3, 0)
+    assert node_row(daemon, service, node)["items"] == 3
+    done = cli_json(
+        daemon,
+        "purge",
+        "--service",
+        service,
+        "--node",
+        node,
+        "--type",
+        "blog",
+        "--created-before",
+        "2100-01-01T00:00:00",
+        "--yes",
+    )
+    assert (done["count"], done["purged"]) == (3, 3)
+    assert node_row(daemon, service, node)["items"] == 0
+
+
+def test_purge_with_a_bad_date_is_a_usage_error_with_exit_code_1(daemon: DaemonProcess) -> None:
+    result = daemon.cli("purge", "--created-before", "last tuesday", "--yes", check=False)
+    assert result.returncode == 1
+    assert "--created-before" in result.stderr and "30d" in result.stderr
+
+
+# --- reset (last: it forgets everything) ----------------------------------------------------
+
+
+def test_reset_asks_for_confirmation_then_forgets_every_node(
+    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+) -> None:
+    node = blog_node(2)
+    daemon.cli("sync", xmpp_server.pubsub_service, node, "--wait")
+    declined = subprocess.run(
+        [sys.executable, "-m", "libervia_cache", "--config", str(daemon.config), "reset"],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert declined.returncode == 1
+    assert "Forget every cached node" in declined.stderr
+    assert cli_json(daemon, "status", xmpp_server.pubsub_service, node)["nodes"]
+
+    result = cli_json(daemon, "reset", "--yes")
+    assert result["nodes"] >= 1 and result["items"] >= 2
+    assert cli_json(daemon, "status")["nodes"] == []
+    assert "no cached node" in daemon.cli("status").stdout
+    human = daemon.cli("reset", "--yes")
+    assert human.stdout.strip() == "cache reset: 0 node(s) and 0 item(s) forgotten"
+    assert json.loads(daemon.cli("search", "--json").stdout) == []
