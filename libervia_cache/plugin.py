@@ -101,6 +101,7 @@ class PubsubCache:
         self.limit: int = host.config.get("pubsub_cache", "cache_limit")
         self.deadline: int = host.config.get("pubsub_cache", "progress_deadline")
         self._syncs: dict[SyncKey, RunningSync] = {}
+        self._event_lock = defer.DeferredLock()
         host.trigger.add("XEP-0060_getItems", self._get_items_trigger, TRIGGER_PRIORITY)
         host.trigger.add("XEP-0060_gotItems", self._got_items_trigger, TRIGGER_PRIORITY)
         self.pubsub.add_event_handler(self._on_event)
@@ -461,7 +462,11 @@ class PubsubCache:
     # --- events ------------------------------------------------------------------------
 
     def _on_event(self, client: Client, event: Any) -> defer.Deferred[None]:
-        return defer.Deferred.fromCoroutine(self._handle_event(client, event))
+        # Events are applied one at a time, in arrival order: two publications applied
+        # concurrently could be stored in the wrong order.
+        return self._event_lock.run(
+            lambda: defer.Deferred.fromCoroutine(self._handle_event(client, event))
+        )
 
     async def _handle_event(self, client: Client, event: Any) -> None:
         store = self.store

@@ -15,8 +15,10 @@ from typing import Any
 from twisted.internet import defer
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
 from tx_xmpp import rsm
 from tx_xmpp.client import XMPPClient
+from tx_xmpp.subprotocols import XMPPHandler
 
 from libervia_cache.aio import as_deferred
 from libervia_cache.backend.bridge import Bridge, BridgeError
@@ -27,6 +29,18 @@ from libervia_cache.backend.trigger import TriggerManager
 from libervia_cache.backend.xep_0060 import XEP_0060, EventDispatchingPubSubClient
 
 log = logging.getLogger(__name__)
+
+
+class AvailablePresence(XMPPHandler):
+    """Sends an available presence on every (re)connection.
+
+    Servers deliver pubsub notifications addressed to the bare JID (subscriptions,
+    PEP) only to available resources with a non-negative priority: without this,
+    the cache would never hear of the changes of the nodes it keeps.
+    """
+
+    def connectionInitialized(self) -> None:
+        self.send(domish.Element((None, "presence")))
 
 
 @dataclass
@@ -98,7 +112,7 @@ class Daemon:
                 profile.port,
                 tls=str(profile.tls),
                 tls_ca=str(profile.tls_ca) if profile.tls_ca else None,
-                handlers=[pubsub_handler],
+                handlers=[pubsub_handler, AvailablePresence()],
             )
         except Exception as error:
             log.error("profile %s: could not connect: %s", profile.name, error)
