@@ -153,3 +153,8 @@ async def start_daemon(directory: Path, server: XMPPServer, **options: Any) -> D
         await daemon.stop()
         raise AssertionError("bob could not connect")
     return daemon
+
+
+def cli_argv(config: Path, *args: str) -> list[str]:
+    """The command line of ``libervia-cache --config CONFIG ARGS...`` (for custom stdio)."""
+    return [sys.executable, "-m", "libervia_cache", "--config", str(config), *args]

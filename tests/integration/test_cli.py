@@ -11,21 +11,26 @@ from pathlib import Path
 import pytest
 from twisted.words.protocols.jabber.jid import JID
 
-from tests.integration.daemon_helpers import DaemonProcess, atom_entry, run_cli, write_config
+from tests.integration.daemon_helpers import (
+    DaemonProcess,
+    atom_entry,
+    run_cli,
+    running_daemon,
+    write_config,
+)
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 
 MICROBLOG = "urn:xmpp:microblog:0"
 
 
-@pytest.fixture
-def daemon_process(xmpp_server: XMPPServer, tmp_path: Path) -> Iterator[DaemonProcess]:
-    daemon = DaemonProcess(write_config(tmp_path, xmpp_server, profiles=["bob"]))
-    daemon.start()
-    try:
+@pytest.fixture(scope="module")
+def daemon_process(
+    xmpp_server: XMPPServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaemonProcess]:
+    """One daemon for the module (tests use their own nodes)."""
+    with running_daemon(tmp_path_factory.mktemp("cli"), xmpp_server) as daemon:
         yield daemon
-    finally:
-        assert daemon.stop() == 0, daemon.log()
 
 
 async def test_get_answers_from_the_network_then_from_the_cache_after_sync(

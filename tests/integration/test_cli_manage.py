@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -16,7 +15,13 @@ import pytest
 from twisted.words.protocols.jabber.jid import JID
 
 from tests.conftest import run
-from tests.integration.daemon_helpers import DaemonProcess, atom_entry, cli_json, running_daemon
+from tests.integration.daemon_helpers import (
+    DaemonProcess,
+    atom_entry,
+    cli_argv,
+    cli_json,
+    running_daemon,
+)
 from tests.servers.base import XMPPServer, wait_until
 from tests.servers.publisher import connect_publisher
 
@@ -85,8 +90,7 @@ def test_sync_wait_shows_a_progress_bar_on_a_terminal(
     leader, follower = os.openpty()
     try:
         process = subprocess.run(
-            [sys.executable, "-m", "libervia_cache", "--config", str(daemon.config)]
-            + ["sync", xmpp_server.pubsub_service, node, "--wait"],
+            cli_argv(daemon.config, "sync", xmpp_server.pubsub_service, node, "--wait"),
             stdout=follower,
             stderr=subprocess.PIPE,
             timeout=120,
@@ -165,8 +169,7 @@ def test_purge_shows_the_count_and_asks_before_deleting(
     node = blog_node(4)
     daemon.cli("sync", service, node, "--wait")
     declined = subprocess.run(
-        [sys.executable, "-m", "libervia_cache", "--config", str(daemon.config)]
-        + ["purge", "--node", node],
+        cli_argv(daemon.config, "purge", "--node", node),
         input="n\n",
         capture_output=True,
         text=True,
@@ -179,8 +182,7 @@ def test_purge_shows_the_count_and_asks_before_deleting(
     assert node_row(daemon, service, node)["items"] == 4
 
     accepted = subprocess.run(
-        [sys.executable, "-m", "libervia_cache", "--config", str(daemon.config)]
-        + ["purge", "--node", node],
+        cli_argv(daemon.config, "purge", "--node", node),
         input="y\n",
         capture_output=True,
         text=True,
@@ -237,7 +239,7 @@ def test_reset_asks_for_confirmation_then_forgets_every_node(
     node = blog_node(2)
     daemon.cli("sync", xmpp_server.pubsub_service, node, "--wait")
     declined = subprocess.run(
-        [sys.executable, "-m", "libervia_cache", "--config", str(daemon.config), "reset"],
+        cli_argv(daemon.config, "reset"),
         input="n\n",
         capture_output=True,
         text=True,

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.words.protocols.jabber.jid import JID
@@ -63,8 +64,8 @@ def blog(xmpp_server: XMPPServer, tmp_path_factory: pytest.TempPathFactory) -> I
         yield Blog(daemon, service.full(), node)
 
 
-def ids(results: list[dict[str, object]]) -> list[object]:
-    return [result["item_id"] for result in results]
+def ids(results: list[dict[str, Any]]) -> list[str]:
+    return [str(result["item_id"]) for result in results]
 
 
 # --- search ----------------------------------------------------------------------------------
