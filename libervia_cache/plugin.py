@@ -11,12 +11,17 @@ Hooked on the daemon's items request path (see ``doc/`` and DESIGN.md):
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import defer
+from twisted.internet import error as net_error
+from twisted.internet import reactor as _reactor
+from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import pubsub, rsm
@@ -36,6 +41,8 @@ from libervia_cache.sync import SyncError, SyncProgress, parse_items, synchronis
 from libervia_cache.xml import parse_element
 
 log = logging.getLogger(__name__)
+#: the running reactor (zope interfaces do not type-check without a mypy plugin)
+reactor: Any = _reactor
 
 PLUGIN_INFO = {
     "name": "Pubsub cache",
@@ -48,6 +55,26 @@ PLUGIN_INFO = {
 
 #: The cache answers before any other trigger of the items request path.
 TRIGGER_PRIORITY = 1000
+
+#: Seconds before retrying to open a database that could not be opened (doubling).
+FIRST_REOPEN_DELAY = 5
+MAX_REOPEN_DELAY = 300
+
+
+class CacheUnavailable(RuntimeError):
+    """The store is not open (see ``PubsubCache.unavailable_reason``)."""
+
+
+#: Failures of a sync that say nothing about the node: retried on the next read.
+CONNECTION_ERRORS = (
+    ConnectionError,
+    net_error.ConnectionLost,
+    net_error.ConnectionDone,
+    defer.TimeoutError,
+)
+
+#: What a failing store raises: any of these on the request path means "ask the network".
+STORE_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError, CacheUnavailable)
 
 SyncKey = tuple[str, str, str]
 
@@ -88,6 +115,22 @@ class CacheCounters:
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
 
 
+def _describe(error: BaseException) -> str:
+    """One line for a failure: a stanza error's condition, else the message."""
+    if isinstance(error, StanzaError):
+        return f"the service answered {error.condition}" + (
+            f" ({error.text})" if error.text else ""
+        )
+    if isinstance(error, defer.TimeoutError):
+        return "the service did not answer in time"
+    return _one_line(error)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) < 300 else text[:297] + "..."
+
+
 class PubsubCache:
     """Transparent pubsub cache (``host.plugins["PUBSUB_CACHE"]``)."""
 
@@ -102,6 +145,11 @@ class PubsubCache:
         self.deadline: int = host.config.get("pubsub_cache", "progress_deadline")
         self._syncs: dict[SyncKey, RunningSync] = {}
         self._event_lock = defer.DeferredLock()
+        #: why the cache cannot be used right now (None when it can)
+        self.unavailable_reason: str | None = "the cache database is not open yet"
+        self._reopen_delay = FIRST_REOPEN_DELAY
+        self._reopen_call: Any = None
+        self._last_store_error: str | None = None
         host.trigger.add("XEP-0060_getItems", self._get_items_trigger, TRIGGER_PRIORITY)
         host.trigger.add("XEP-0060_gotItems", self._got_items_trigger, TRIGGER_PRIORITY)
         self.pubsub.add_event_handler(self._on_event)
@@ -110,10 +158,41 @@ class PubsubCache:
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open (create or upgrade) the store."""
-        self.store = await Store.open(self.host.config.get("pubsub_cache", "db_url"))
+        """Open (create or upgrade) the store.
+
+        A store that cannot be opened (locked, unreadable, corrupt, newer than this
+        code) does not stop the daemon: reads go to the network, the reason is logged
+        and shown by the status, and opening is retried with a growing delay, so a
+        transient problem (a lock) heals by itself. The database file is never touched.
+        """
+        await self._open_store()
+
+    async def _open_store(self) -> None:
+        db_url = self.host.config.get("pubsub_cache", "db_url")
+        try:
+            self.store = await Store.open(db_url)
+        except Exception as error:
+            self.unavailable_reason = f"the cache database cannot be opened: {_one_line(error)}"
+            log.error(
+                "%s; reads go to the network; retrying in %d s",
+                self.unavailable_reason,
+                self._reopen_delay,
+            )
+            self._reopen_call = reactor.callLater(self._reopen_delay, self._retry_open)
+            self._reopen_delay = min(self._reopen_delay * 2, MAX_REOPEN_DELAY)
+        else:
+            if self.unavailable_reason is not None:
+                log.info("the cache database is open again")
+            self.unavailable_reason = None
+            self._reopen_delay = FIRST_REOPEN_DELAY
+
+    def _retry_open(self) -> None:
+        self._reopen_call = None
+        defer.Deferred.fromCoroutine(self._open_store())
 
     async def stop(self) -> None:
+        if self._reopen_call is not None and self._reopen_call.active():
+            self._reopen_call.cancel()
         for key in list(self._syncs):
             self._cancel_sync(key)
         self.host.trigger.remove("XEP-0060_getItems", self._get_items_trigger)
@@ -183,11 +262,47 @@ class PubsubCache:
         rsm_request: rsm.RSMRequest | None,
         extra: dict[str, Any],
     ) -> ReturnPointResult:
-        if not self.serving or extra.get("use_cache") is False:
+        try:
+            answer = await self._serve_from_cache(
+                client, service, node, max_items, item_ids, sub_id, rsm_request, extra
+            )
+        except STORE_ERRORS as error:
+            self._store_failed(error, f"reading node {node}")
+            self.counters.miss("cache unavailable")
             return True, None
+        if answer is None:
+            return True, None
+        self.counters.hits += 1
+        self._last_store_error = None
+        return False, answer
+
+    def _store_failed(self, error: BaseException, doing: str) -> None:
+        """Log a store failure once (not once per request), with what was being done."""
+        message = _one_line(error)
+        if message != self._last_store_error:
+            log.error(
+                "cache database error while %s: %s (answering from the network)", doing, message
+            )
+            self._last_store_error = message
+        else:
+            log.debug("cache database error while %s: %s", doing, message)
+
+    async def _serve_from_cache(
+        self,
+        client: Client,
+        service: JID | None,
+        node: str,
+        max_items: int | None,
+        item_ids: Sequence[str] | None,
+        sub_id: str | None,
+        rsm_request: rsm.RSMRequest | None,
+        extra: dict[str, Any],
+    ) -> ItemsResult | None:
+        if not self.serving or extra.get("use_cache") is False:
+            return None
         if sub_id or extra.get("mam") or extra.get("order_by"):
             self.counters.miss("unsupported request")
-            return True, None
+            return None
         service = service or client.jid.userhostJID()
         store = self._require_store()
         node_info = await store.get_node(client.profile, service.full(), node)
@@ -195,14 +310,10 @@ class PubsubCache:
             if node_info is not None and node_info.sync_state is SyncState.IN_PROGRESS:
                 self._restart_if_stale(client, node_info)
             self.counters.miss("not synchronised")
-            return True, None
-        answer = await self.get_items_from_cache(
+            return None
+        return await self.get_items_from_cache(
             client, service, node, max_items, item_ids, rsm_request, node_info=node_info
         )
-        if answer is None:
-            return True, None
-        self.counters.hits += 1
-        return False, answer
 
     async def get_items_from_cache(
         self,
@@ -275,18 +386,38 @@ class PubsubCache:
         items: list[domish.Element],
         metadata: dict[str, Any],
     ) -> bool:
+        try:
+            await self._write_back(
+                client, service, node, max_items, item_ids, sub_id, rsm_request, extra, items
+            )
+        except STORE_ERRORS as error:
+            self._store_failed(error, f"recording node {node}")
+        return True
+
+    async def _write_back(
+        self,
+        client: Client,
+        service: JID | None,
+        node: str,
+        max_items: int | None,
+        item_ids: Sequence[str] | None,
+        sub_id: str | None,
+        rsm_request: rsm.RSMRequest | None,
+        extra: dict[str, Any],
+        items: list[domish.Element],
+    ) -> None:
         if not self.serving or sub_id or extra.get("mam"):
-            return True
+            return
         service = service or client.jid.userhostJID()
         store = self._require_store()
         node_info = await store.get_node(client.profile, service.full(), node)
         if node_info is None:
             node_info = await self._analyse_and_record(client, service, node, items)
             if node_info is None:
-                return True
+                return
         analyser = self.analysers.get(node_info.analyser)
         if analyser is None:
-            return True
+            return
         if analyser.to_sync and node_info.sync_state is None:
             self.start_sync(client, node_info)
         elif node_info.sync_state not in (SyncState.COMPLETED, SyncState.IN_PROGRESS):
@@ -294,7 +425,6 @@ class PubsubCache:
             # keep what we saw, for search. It is never served as complete.
             parsed = await parse_items(analyser, client, service, node, items)
             await store.cache_items(node_info.id, parsed, where="newest")
-        return True
 
     async def _analyse_and_record(
         self, client: Client, service: JID, node: str, items: list[domish.Element]
@@ -407,14 +537,25 @@ class PubsubCache:
             if running.cancelled:
                 return
             self.counters.syncs_failed += 1
+            # A lost connection is not the node's fault: the node goes back to "never
+            # synchronised", and the next read after reconnection syncs it again. Any
+            # other failure sets ERROR, which only an explicit `sync` retries.
+            transient = isinstance(error, CONNECTION_ERRORS)
             log.error(
-                "synchronisation of node %s on %s failed: %s",
+                "synchronisation of node %s on %s failed: %s%s",
                 node_info.name,
                 node_info.service,
-                error,
+                _describe(error),
+                " (it will be retried on the next read)" if transient else "",
             )
-            await store.purge_node_items(node_info.id)
-            await store.update_node(node_info.id, sync_state=SyncState.ERROR)
+            try:
+                await store.purge_node_items(node_info.id)
+                await store.update_node(
+                    node_info.id, sync_state=None if transient else SyncState.ERROR
+                )
+            except STORE_ERRORS as store_error:
+                # the node stays IN_PROGRESS: never served, redone at the next start
+                self._store_failed(store_error, f"recording the failure of node {node_info.name}")
         else:
             log.info(
                 "node %s on %s synchronised: %d items",
@@ -465,8 +606,31 @@ class PubsubCache:
         # Events are applied one at a time, in arrival order: two publications applied
         # concurrently could be stored in the wrong order.
         return self._event_lock.run(
-            lambda: defer.Deferred.fromCoroutine(self._handle_event(client, event))
+            lambda: defer.Deferred.fromCoroutine(self._handle_event_safely(client, event))
         )
+
+    async def _handle_event_safely(self, client: Client, event: Any) -> None:
+        try:
+            await self._handle_event(client, event)
+        except STORE_ERRORS as error:
+            # The node may now differ from the server: never serve it as complete.
+            self._store_failed(error, f"applying an event of node {event.nodeIdentifier}")
+            await self._forget_sync_state(client, event)
+
+    async def _forget_sync_state(self, client: Client, event: Any) -> None:
+        try:
+            store = self._require_store()
+            node_info = await store.get_node(
+                client.profile, event.sender.full(), event.nodeIdentifier
+            )
+            if node_info is not None:
+                await store.update_node(node_info.id, sync_state=None)
+        except STORE_ERRORS as error:
+            log.error(
+                "node %s may be stale in the cache and could not be marked so: %s",
+                event.nodeIdentifier,
+                _one_line(error),
+            )
 
     async def _handle_event(self, client: Client, event: Any) -> None:
         store = self.store
@@ -637,7 +801,7 @@ class PubsubCache:
 
     def _require_store(self) -> Store:
         if self.store is None:
-            raise RuntimeError("the pubsub cache store is not open")
+            raise CacheUnavailable(self.unavailable_reason or "the cache database is not open")
         return self.store
 
 
