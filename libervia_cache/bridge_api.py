@@ -23,9 +23,10 @@ ps_cache_status    ``{"nodes": [node status], "counters": {...}}``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from twisted.internet import defer, task
 from twisted.words.protocols.jabber.error import StanzaError
@@ -38,6 +39,7 @@ from libervia_cache.backend.bridge import BridgeError
 from libervia_cache.hostapi import Client, Host
 from libervia_cache.search import SearchQueryError
 from libervia_cache.storage import SyncState
+from libervia_cache.sync import SyncError
 
 if TYPE_CHECKING:
     from libervia_cache.plugin import PubsubCache
@@ -49,6 +51,9 @@ PROGRESS_INTERVAL = 0.2
 RSM_KEYS = ("max", "after", "before", "index")
 
 ProgressSink = Callable[[dict[str, Any]], None]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def to_json(value: Any) -> Any:
@@ -104,6 +109,37 @@ def server_error(error: StanzaError, what: str) -> BridgeError:
     return BridgeError("server", f"{what}: the pubsub service answered {error.condition}{text}")
 
 
+def _error_table() -> list[tuple[type[BaseException], str, Callable[[Any], str]]]:
+    """Exceptions of the plugin's API -> (bridge error kind, one-line message)."""
+    from libervia_cache.plugin import CacheUnavailable  # plugin imports this module
+
+    return [
+        (SearchQueryError, "bad_request", str),
+        (SyncError, "server", str),
+        (StanzaError, "server", lambda e: f"the pubsub service answered {e.condition}"),
+        (defer.TimeoutError, "timeout", lambda e: "the pubsub service did not answer in time"),
+        (CacheUnavailable, "unavailable", lambda e: f"the cache is unavailable: {e}"),
+    ]
+
+
+def typed_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turn the plugin's known exceptions into typed bridge errors (see the table)."""
+
+    @functools.wraps(method)  # keeps the signature: the bridge checks arguments with it
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except BridgeError:
+            raise
+        except Exception as error:
+            for kind_of_error, kind, message in _error_table():
+                if isinstance(error, kind_of_error):
+                    raise BridgeError(kind, message(error)) from None
+            raise
+
+    return wrapper
+
+
 def register_bridge_methods(host: Host, cache: PubsubCache) -> None:
     """Expose the cache on ``host.bridge`` (see the module docstring for each method)."""
 
@@ -127,9 +163,6 @@ def register_bridge_methods(host: Host, cache: PubsubCache) -> None:
                     raise
                 # known but offline: its cached data can still be searched or purged
 
-    def bad_query(error: SearchQueryError) -> BridgeError:
-        return BridgeError("bad_request", str(error))
-
     async def ps_cache_get(
         service: str,
         node: str,
@@ -143,7 +176,7 @@ def register_bridge_methods(host: Host, cache: PubsubCache) -> None:
         service_jid = parse_jid(service) or client.jid.userhostJID()
         request = rsm_request(rsm)
         if cache.store is None:
-            raise BridgeError("internal", "the cache store is not open")
+            raise BridgeError("unavailable", "the cache is unavailable: its database is not open")
         node_info = await cache.store.get_node(client.profile, service_jid.full(), node)
         where = f"node {node!r} on {service_jid.full()}"
         if node_info is None:
@@ -196,10 +229,6 @@ def register_bridge_methods(host: Host, cache: PubsubCache) -> None:
             await d
         except StanzaError as error:
             raise server_error(error, f"synchronisation of {where}") from None
-        except defer.TimeoutError:
-            raise BridgeError("timeout", f"synchronisation of {where}: no answer") from None
-        except RuntimeError as error:
-            raise BridgeError("server", f"{error} (see the daemon's log)") from None
         finally:
             reporter.stop()
         nodes = await cache.node_status(client.profile, service_jid.full(), node)
@@ -215,12 +244,9 @@ def register_bridge_methods(host: Host, cache: PubsubCache) -> None:
             raise BridgeError("bad_request", f"filters: must be an object, not {filters!r}")
         if filters:
             check_profiles(filters.get("profiles"))
-        try:
-            if dry_run:
-                return {"count": await cache.count_purge(filters)}
-            return {"purged": await cache.purge(filters)}
-        except SearchQueryError as error:
-            raise bad_query(error) from None
+        if dry_run:
+            return {"count": await cache.count_purge(filters)}
+        return {"purged": await cache.purge(filters)}
 
     async def ps_cache_reset() -> dict[str, int]:
         """Forget every cached node and item; says how many there were."""
@@ -235,10 +261,7 @@ def register_bridge_methods(host: Host, cache: PubsubCache) -> None:
         if not isinstance(query, Mapping):
             raise BridgeError("bad_request", f"query: must be an object, not {query!r}")
         check_profiles(query.get("profiles"))
-        try:
-            results = await cache.search(query)
-        except SearchQueryError as error:
-            raise bad_query(error) from None
+        results = await cache.search(query)
         json_results: list[dict[str, Any]] = to_json(results)
         return json_results
 
@@ -266,4 +289,4 @@ def register_bridge_methods(host: Host, cache: PubsubCache) -> None:
         ("ps_cache_search", ps_cache_search),
         ("ps_cache_status", ps_cache_status),
     ):
-        host.bridge.register_method(name, method)
+        host.bridge.register_method(name, typed_errors(method))

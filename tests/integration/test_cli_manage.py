@@ -142,6 +142,8 @@ def test_sync_of_a_missing_node_is_one_line_with_exit_code_3(
     assert result.returncode == 3, result.stderr
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
+    assert "synchronisation of node" in result.stderr and "failed" in result.stderr
+    assert "ps_cache_sync failed" not in result.stderr  # a typed error, not an internal one
 
 
 def test_sync_for_an_unknown_profile_is_not_found_with_exit_code_1(
