@@ -10,10 +10,12 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from twisted.words.protocols.jabber.jid import JID
 
+from libervia_cache.backend.bridge import BridgeClient, BridgeError
 from tests.conftest import run
 from tests.integration.daemon_helpers import (
     DaemonProcess,
@@ -230,6 +232,39 @@ def test_purge_with_a_bad_date_is_a_usage_error_with_exit_code_1(daemon: DaemonP
     result = daemon.cli("purge", "--created-before", "last tuesday", "--yes", check=False)
     assert result.returncode == 1
     assert "--created-before" in result.stderr and "30d" in result.stderr
+
+
+# --- bridge methods, called directly -------------------------------------------------------
+
+
+def test_bridge_methods_answer_bad_arguments_with_typed_errors(daemon: DaemonProcess) -> None:
+    client = BridgeClient(daemon.config.parent / "daemon.sock")
+    cases: list[tuple[str, dict[str, Any], str, str]] = [
+        ("ps_cache_purge", {"filters": {"bogus": 1}}, "bad_request", "bogus"),
+        (
+            "ps_cache_purge",
+            {"filters": {"created_before": "someday"}},
+            "bad_request",
+            "created_before",
+        ),
+        ("ps_cache_search", {"query": {"limit": -1}}, "bad_request", "limit"),
+        ("ps_cache_search", {"query": {"fts": "AND ("}}, "bad_request", "fts"),
+        ("ps_cache_status", {"profile": "nobody"}, "not_found", "nobody"),
+        ("ps_cache_get", {"service": "a@@b", "node": "n"}, "bad_request", "service"),
+        ("ps_cache_get", {"service": "x", "node": "n", "rsm": {"page": 2}}, "bad_request", "rsm"),
+        (
+            "ps_cache_sync",
+            {"service": "x", "node": "n", "profile": "nobody"},
+            "not_found",
+            "nobody",
+        ),
+        ("ps_cache_reset", {"everything": True}, "bad_request", "everything"),
+    ]
+    for method, params, kind, named in cases:
+        with pytest.raises(BridgeError) as caught:
+            client.call(method, params, timeout=30)
+        assert (caught.value.kind, method) == (kind, method), caught.value.message
+        assert named in caught.value.message, (method, caught.value.message)
 
 
 # --- reset (last: it forgets everything) ----------------------------------------------------
