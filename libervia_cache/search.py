@@ -63,7 +63,7 @@ class SearchQueryError(ValueError):
 class ValueKind(enum.Enum):
     """What an operator's ``value`` must be."""
 
-    SCALAR = "a string, number or boolean"
+    SCALAR = "a string or number (booleans have no order)"
     SCALAR_OR_NULL = "a string, number, boolean or null"
     PAIR = "a list of two strings or numbers [low, high]"
     LIST = "a non-empty list of strings, numbers or booleans"
@@ -102,6 +102,27 @@ JsonPath = tuple[str | int, ...]
 
 _PATH_SEGMENT_RE = re.compile(r"([^.\[\]\"]+)((?:\[\d+\])*)")
 _INDEX_RE = re.compile(r"\[(\d+)\]")
+
+#: SQLite integers are signed 64-bit: a bigger Python int cannot be bound.
+SQL_INT_MIN, SQL_INT_MAX = -(2**63), 2**63 - 1
+
+
+def _check_text(value: str, part: str, what: str = "text") -> str:
+    """``value`` if SQLite can bind it (UTF-8 encodable: no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SearchQueryError(
+            part, f"{what} {value!r} is not valid Unicode (lone surrogate at {e.start})"
+        ) from None
+    return value
+
+
+def _check_key(key: str, raw: Any, part: str) -> str:
+    """A JSON object key of a path: non-empty, no '"' or NUL (SQLite path syntax)."""
+    if not key or '"' in key or "\0" in key:
+        raise SearchQueryError(part, f"invalid key {key!r} in path {raw!r} (empty, '\"' or NUL)")
+    return _check_text(key, part, "key")
 
 
 @dataclass(frozen=True)
@@ -178,7 +199,7 @@ def parse_path(raw: Any, part: str) -> JsonPath:
                 raise SearchQueryError(
                     part, f"invalid path {raw!r}: segment {piece!r} is not name or name[index]"
                 )
-            segments.append(match.group(1))
+            segments.append(_check_key(match.group(1), raw, part))
             segments.extend(int(i) for i in _INDEX_RE.findall(match.group(2)))
     elif isinstance(raw, Sequence) and not isinstance(raw, bytes | bytearray):
         if not raw:
@@ -188,8 +209,8 @@ def parse_path(raw: Any, part: str) -> JsonPath:
                 raise SearchQueryError(part, f"path segment {segment!r} is not a key or index")
             if isinstance(segment, int) and segment < 0:
                 raise SearchQueryError(part, f"negative array index {segment}")
-            if isinstance(segment, str) and (not segment or '"' in segment):
-                raise SearchQueryError(part, f"invalid key {segment!r} (empty or with '\"')")
+            if isinstance(segment, str):
+                _check_key(segment, raw, part)
             segments.append(segment)
     else:
         raise SearchQueryError(part, f"path must be a string or a list, not {raw!r}")
@@ -197,20 +218,28 @@ def parse_path(raw: Any, part: str) -> JsonPath:
 
 
 def _is_scalar(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, int) and not isinstance(value, bool):
+        return SQL_INT_MIN <= value <= SQL_INT_MAX
+    return isinstance(value, float | bool)
 
 
 def _check_value(kind: ValueKind, value: Any, part: str) -> Any:
     ok: bool
     if kind is ValueKind.SCALAR:
-        ok = _is_scalar(value)
+        ok = _is_scalar(value) and not isinstance(value, bool)
     elif kind is ValueKind.SCALAR_OR_NULL:
         ok = value is None or _is_scalar(value)
     elif kind is ValueKind.PAIR:
         ok = (
             isinstance(value, list | tuple)
             and len(value) == 2
-            and all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value)
+            and all(_is_scalar(v) and not isinstance(v, bool) for v in value)
         )
         if ok:
             value = tuple(value)
@@ -219,9 +248,11 @@ def _check_value(kind: ValueKind, value: Any, part: str) -> Any:
         if ok:
             value = tuple(value)
     else:
-        ok = isinstance(value, str)
+        ok = isinstance(value, str) and _is_scalar(value)
     if not ok:
-        raise SearchQueryError(part, f"value must be {kind.value}, not {value!r}")
+        raise SearchQueryError(
+            part, f"value must be {kind.value} (valid Unicode, 64-bit integers), not {value!r}"
+        )
     return value
 
 
@@ -276,7 +307,7 @@ def _text_list(nullable: bool) -> Callable[[Any, str], tuple[Any, ...]]:
             if value is None and nullable:
                 values.append(None)
             elif isinstance(value, str):
-                values.append(value)
+                values.append(_check_text(value, part))
             elif hasattr(value, "full"):  # a JID
                 values.append(value.full())
             else:
@@ -288,8 +319,8 @@ def _text_list(nullable: bool) -> Callable[[Any, str], tuple[Any, ...]]:
 
 
 def _non_negative_int(raw: Any, part: str) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
-        raise SearchQueryError(part, f"must be a non-negative integer, not {raw!r}")
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= SQL_INT_MAX:
+        raise SearchQueryError(part, f"must be an integer from 0 to 2**63-1, not {raw!r}")
     return raw
 
 
@@ -307,8 +338,14 @@ def _datetime(raw: Any, part: str) -> datetime:
             raise SearchQueryError(part, f"not an ISO 8601 date: {raw!r}") from None
     if not isinstance(raw, datetime):
         raise SearchQueryError(part, f"must be a datetime, not {raw!r}")
-    # naive datetimes are taken as UTC, like everything the store writes
-    return raw if raw.tzinfo is not None else raw.replace(tzinfo=UTC)
+    # naive datetimes are taken as UTC, like everything the store writes; converted to
+    # UTC here, since a date near year 1 or 9999 may not have a UTC equivalent
+    if raw.tzinfo is None:
+        return raw.replace(tzinfo=UTC)
+    try:
+        return raw.astimezone(UTC)
+    except OverflowError:
+        raise SearchQueryError(part, f"{raw.isoformat()} is out of range in UTC") from None
 
 
 _fts_checker: sqlite3.Connection | None = None
@@ -319,6 +356,7 @@ def _fts(raw: Any, part: str) -> str:
     global _fts_checker
     if not isinstance(raw, str) or not raw.strip():
         raise SearchQueryError(part, f"must be a non-empty string, not {raw!r}")
+    _check_text(raw, part, "full-text query")
     if _fts_checker is None:
         _fts_checker = sqlite3.connect(":memory:", check_same_thread=False)
         _fts_checker.execute("CREATE VIRTUAL TABLE t USING fts5(text)")

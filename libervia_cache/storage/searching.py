@@ -42,10 +42,25 @@ def _field(path: str) -> Field:
     return func.json_extract(items.c.parsed, path)
 
 
+def _plain(values: Sequence[Any]) -> list[Any]:
+    """List values ready to bind as one expanding parameter.
+
+    SQLAlchemy types the whole list after its first value: a list starting with a
+    boolean would reject the numbers after it. SQLite's JSON functions read ``true``
+    and ``false`` as 1 and 0, so booleans are bound as those integers.
+    """
+    return [int(v) if isinstance(v, bool) else v for v in values]
+
+
+def _in(field: Field, values: Sequence[Any]) -> ColumnElement[bool]:
+    return field.in_(_plain(values))
+
+
 def _elements(path: str, values: Sequence[Any], fold: bool) -> ColumnElement[bool]:
     """EXISTS an element of the JSON array at ``path`` among ``values``."""
     each = func.json_each(items.c.parsed, path).table_valued("value")
     element: Field = each.c.value
+    values = _plain(values)
     if fold:
         element = func.casefold(element)
         values = [v.casefold() if isinstance(v, str) else v for v in values]
@@ -73,8 +88,8 @@ OPERATOR_SQL: dict[str, Callable[[str, Any], ColumnElement[bool]]] = {
     ">": lambda p, v: _field(p) > v,
     ">=": lambda p, v: _field(p) >= v,
     "between": lambda p, v: _field(p).between(v[0], v[1]),
-    "in": lambda p, v: _field(p).in_(v),
-    "not_in": lambda p, v: _absent_or_not(p, _field(p).in_(v)),
+    "in": lambda p, v: _in(_field(p), v),
+    "not_in": lambda p, v: _absent_or_not(p, _in(_field(p), v)),
     "overlap": lambda p, v: _elements(p, v, fold=False),
     "ioverlap": lambda p, v: _elements(p, v, fold=True),
     "disjoint": lambda p, v: not_(_elements(p, v, fold=False)),
