@@ -22,7 +22,7 @@ if "twisted.internet.reactor" not in sys.modules:
 
 project = "libervia-cache"
 author = "the libervia-cache authors"
-copyright = "the libervia-cache authors, AGPL-3.0-or-later"  # noqa: A001
+copyright = "the libervia-cache authors, AGPL-3.0-or-later"
 
 try:
     from importlib.metadata import version as _version
