@@ -37,7 +37,13 @@ from libervia_cache.hostapi import (
     ReturnPointResult,
 )
 from libervia_cache.storage import ItemsPage, NodeInfo, Store, SyncState, UnknownRSMKey
-from libervia_cache.sync import SyncError, SyncProgress, parse_items, synchronise_node
+from libervia_cache.sync import (
+    DEFAULT_PAGE_SIZE,
+    SyncError,
+    SyncProgress,
+    parse_items,
+    synchronise_node,
+)
 from libervia_cache.xml import parse_element
 
 log = logging.getLogger(__name__)
@@ -143,6 +149,8 @@ class PubsubCache:
         self.serving = host.config.get("pubsub_cache", "strategy") != "no_cache"
         self.limit: int = host.config.get("pubsub_cache", "cache_limit")
         self.deadline: int = host.config.get("pubsub_cache", "progress_deadline")
+        #: items asked per RSM page while synchronising
+        self.sync_page_size = DEFAULT_PAGE_SIZE
         self._syncs: dict[SyncKey, RunningSync] = {}
         self._event_lock = defer.DeferredLock()
         #: why the cache cannot be used right now (None when it can)
@@ -527,6 +535,7 @@ class PubsubCache:
                 node_info,
                 analyser,
                 limit=self.limit,
+                page_size=self.sync_page_size,
                 progress=running.progress,
                 updated_by_events=running.updated_by_events,
                 is_cancelled=lambda: running.cancelled,

@@ -186,13 +186,16 @@ async def synchronise_node(
                 limit,
             )
             await store.update_node(node_info.id, extra={**extra, "truncated": True})
+        # the page's slots count toward the limit even for items that events already
+        # stored (or retracted): the limit caps what the node holds
+        page_slots = len(items)
         items = [i for i in items if i.getAttribute("id") not in updated_by_events]
         parsed = await parse_items(analyser, client, service, node, items)
         last_page = oldest_page or truncated
         if is_cancelled():
             raise defer.CancelledError()
         await store.cache_items(node_info.id, parsed, where="oldest", complete=last_page)
-        progress.stored += len(parsed)
+        progress.stored += page_slots
         if last_page:
             return progress
         request = rsm.RSMRequest(max_=page_size, before=first)

@@ -122,11 +122,13 @@ async def test_random_publish_republish_retract_purge_keep_the_cache_equal_to_th
         if operation == "publish" or (operation in ("republish", "retract") and not existing):
             new_ids = [f"i{next_id + n}" for n in range(rng.randint(1, 3))]
             next_id += len(new_ids)
-            waiting = applied.wait_for_items(node, new_ids, f"the publication of {new_ids}")
-            await publisher.publish(
-                service, node, [(i, atom_entry(i, "v0")) for i in new_ids], depth=1
-            )
-            await waiting
+            # one at a time, each event awaited: libervia-pubsub may send the
+            # notifications of quick successive publications out of order, and an
+            # event carries nothing the cache could order them by
+            for item_id in new_ids:
+                waiting = applied.wait_for_items(node, [item_id], f"the publication of {item_id}")
+                await publisher.publish(service, node, [(item_id, atom_entry(item_id, "v0"))])
+                await waiting
         elif operation == "republish":
             item_id = rng.choice(existing)
             republished = True

@@ -1,0 +1,297 @@
+"""The life of a synchronised node: single flight, events during a sync, failures,
+restarts, the per-node limit, write-back of nodes that are not synchronised."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer, error
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.jid import JID
+from tx_xmpp import pubsub, rsm
+
+from libervia_cache.backend.daemon import Daemon
+from libervia_cache.plugin import PubsubCache
+from libervia_cache.storage import SyncState
+from tests.conftest import run
+from tests.integration.daemon_helpers import atom_entry, start_daemon
+from tests.integration.test_events import AppliedEvents
+from tests.servers.base import XMPPServer
+from tests.servers.publisher import Publisher
+
+MICROBLOG = "urn:xmpp:microblog:0"
+
+
+@pytest.fixture
+def daemon(xmpp_server: XMPPServer, tmp_path: Path) -> Iterator[Daemon]:
+    daemon = run(start_daemon(tmp_path, xmpp_server))
+    daemon.plugins["PUBSUB_CACHE"].sync_page_size = 5
+    try:
+        yield daemon
+    finally:
+        run(daemon.stop())
+
+
+class PageGate:
+    """Wraps the network path of the sync: holds page ``at`` (fetched, not yet handed
+    to the sync) until released, or fails it."""
+
+    def __init__(self, daemon: Daemon, at: int = 1, fail_with: Exception | None = None) -> None:
+        self.xep_0060 = daemon.xep_0060
+        self.original = daemon.xep_0060.get_items_from_network
+        self.at = at
+        self.fail_with = fail_with
+        self.pages = 0
+        self.reached: defer.Deferred[None] = defer.Deferred()
+        self.release: defer.Deferred[None] = defer.Deferred()
+        self.xep_0060.get_items_from_network = self._get_items  # type: ignore[method-assign]
+
+    def _get_items(self, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        if kwargs.get("rsm_request") is None:  # not a sync page (analysis, payloads)
+            return self.original(*args, **kwargs)
+        self.pages += 1
+        if self.pages != self.at:
+            return self.original(*args, **kwargs)
+
+        async def held() -> Any:
+            result = await self.original(*args, **kwargs)
+            if self.fail_with is not None:
+                raise self.fail_with
+            self.reached.callback(None)
+            await self.release
+            return result
+
+        return defer.Deferred.fromCoroutine(held())
+
+    def remove(self) -> None:
+        self.xep_0060.get_items_from_network = self.original  # type: ignore[method-assign]
+
+
+async def make_node(
+    publisher: Publisher, service: JID, node: str, count: int, prefix: str = "i"
+) -> list[str]:
+    await publisher.create_node(service, node, {"pubsub#access_model": "open"})
+    ids = [f"{prefix}{n:02d}" for n in range(count)]
+    await publisher.publish(service, node, [(i, atom_entry(i, i)) for i in ids], depth=1)
+    return ids
+
+
+async def assert_cache_equals_server(
+    daemon: Daemon, publisher: Publisher, service: JID, node: str
+) -> None:
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
+    assert node_info is not None and node_info.sync_state is SyncState.COMPLETED
+    answer = await cache.get_items_from_cache(daemon.get_client("bob"), service, node)
+    assert answer is not None
+    server = [(i["id"], i.toXml()) for i in await publisher.get_all_items(service, node)]
+    assert [(i["id"], i.toXml()) for i in answer[0]] == server
+
+
+async def test_a_hundred_concurrent_reads_start_one_sync_and_all_get_answers(
+    daemon: Daemon, publisher: Publisher, xmpp_server: XMPPServer, fresh_node: Callable[..., str]
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    ids = await make_node(publisher, service, node, 12)
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    client = daemon.get_client("bob")
+    answers = await defer.gatherResults(
+        [daemon.xep_0060.get_items(client, service, node) for __ in range(100)],
+        consumeErrors=True,
+    )
+    assert all([i["id"] for i in items] == ids for items, __ in answers)
+    assert cache.counters.syncs_started == 1
+    sync = cache.running_sync("bob", service, node)
+    if sync is not None:
+        await sync
+    await assert_cache_equals_server(daemon, publisher, service, node)
+
+
+async def test_events_during_a_sync_win_over_older_pages(
+    daemon: Daemon, publisher: Publisher, xmpp_server: XMPPServer, fresh_node: Callable[..., str]
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    ids = await make_node(publisher, service, node, 18)
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    applied = AppliedEvents(daemon)
+    gate = PageGate(daemon, at=1)
+    sync = defer.Deferred.fromCoroutine(cache.synchronise(daemon.get_client("bob"), service, node))
+    await gate.reached  # the newest page is fetched, not stored; bob is subscribed
+    # an old item the sync has not stored yet is retracted, a stored-to-be one changes,
+    # a new one arrives
+    waiting = applied.wait_for_items(node, [ids[1], ids[-1], "new"], "the events")
+    await publisher.retract(service, node, [ids[1]], notify=True)
+    await publisher.publish(service, node, [(ids[-1], atom_entry(ids[-1], "changed"))])
+    await publisher.publish(service, node, [("new", atom_entry("new", "new"))])
+    await waiting
+    gate.release.callback(None)
+    await sync
+    gate.remove()
+    await assert_cache_equals_server(daemon, publisher, service, node)
+
+
+async def test_a_purge_during_a_sync_restarts_it(
+    daemon: Daemon, publisher: Publisher, xmpp_server: XMPPServer, fresh_node: Callable[..., str]
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    await make_node(publisher, service, node, 12)
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    applied = AppliedEvents(daemon)
+    gate = PageGate(daemon, at=1)
+    cache.start_sync(
+        daemon.get_client("bob"),
+        await cache.store.get_or_create_node("bob", service.full(), node, analyser="microblog"),  # type: ignore[union-attr]
+    )
+    await gate.reached
+    await publisher.purge(service, node)
+    await applied.wait(lambda: applied.count(node, pubsub.PurgeEvent) == 1, "the purge")
+    await publisher.publish(service, node, [("after", atom_entry("after", "after"))])
+    restarted = cache.running_sync("bob", service, node)
+    assert restarted is not None, "the purge restarts the sync"
+    gate.release.callback(None)
+    await restarted
+    gate.remove()
+    await assert_cache_equals_server(daemon, publisher, service, node)
+
+
+async def test_a_failed_sync_sets_error_keeps_nothing_and_is_retried_only_on_demand(
+    daemon: Daemon, publisher: Publisher, xmpp_server: XMPPServer, fresh_node: Callable[..., str]
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    await make_node(publisher, service, node, 12)
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    client = daemon.get_client("bob")
+    # the first page is stored, the second fails (Prosody: the only page fails)
+    gate = PageGate(
+        daemon,
+        at=1 if not xmpp_server.quirks["rsm"] else 2,
+        fail_with=StanzaError("internal-server-error"),
+    )
+    __, metadata = await daemon.xep_0060.get_items(client, service, node)
+    assert metadata["cached"] is False
+    await cache.running_sync("bob", service, node)  # type: ignore[misc]
+    gate.remove()
+    node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
+    assert node_info is not None and node_info.sync_state is SyncState.ERROR
+    assert await cache.store.count_items(node_info.id) == 0  # type: ignore[union-attr]
+    # reads go on from the network, and do not retry the sync
+    __, metadata = await daemon.xep_0060.get_items(client, service, node)
+    assert metadata["cached"] is False
+    assert cache.running_sync("bob", service, node) is None
+    assert cache.counters.syncs_started == 1
+    # an explicit sync does
+    await cache.synchronise(client, service, node)
+    await assert_cache_equals_server(daemon, publisher, service, node)
+
+
+async def test_a_sync_cut_by_a_lost_connection_is_redone_on_the_next_read(
+    daemon: Daemon, publisher: Publisher, xmpp_server: XMPPServer, fresh_node: Callable[..., str]
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    await make_node(publisher, service, node, 12)
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    client = daemon.get_client("bob")
+    gate = PageGate(daemon, at=1, fail_with=error.ConnectionLost())
+    await daemon.xep_0060.get_items(client, service, node)
+    await cache.running_sync("bob", service, node)  # type: ignore[misc]
+    gate.remove()
+    node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
+    assert node_info is not None and node_info.sync_state is None
+    await daemon.xep_0060.get_items(client, service, node)
+    await cache.running_sync("bob", service, node)  # type: ignore[misc]
+    await assert_cache_equals_server(daemon, publisher, service, node)
+
+
+async def test_a_sync_left_in_progress_by_a_crash_is_redone_at_start(
+    xmpp_server: XMPPServer, publisher: Publisher, tmp_path: Path, fresh_node: Callable[..., str]
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    await make_node(publisher, service, node, 7)
+    first = await start_daemon(tmp_path, xmpp_server)
+    store = first.plugins["PUBSUB_CACHE"].store
+    node_info = await store.get_or_create_node("bob", service.full(), node, analyser="microblog")
+    await store.cache_items(
+        node_info.id, [("i00", "<item xmlns='http://jabber.org/protocol/pubsub' id='i00'/>", None)]
+    )
+    await store.update_node(node_info.id, sync_state=SyncState.IN_PROGRESS)
+    await first.stop()
+
+    second = await start_daemon(tmp_path, xmpp_server)
+    try:
+        cache: PubsubCache = second.plugins["PUBSUB_CACHE"]
+        sync = cache.running_sync("bob", service, node)
+        assert sync is not None, "the half-done sync is started again"
+        # while it runs, the partial node is never served
+        assert await cache.get_items_from_cache(second.get_client("bob"), service, node) is None
+        await sync
+        await assert_cache_equals_server(second, publisher, service, node)
+    finally:
+        await second.stop()
+
+
+async def test_a_node_over_the_limit_keeps_its_newest_items_and_serves_only_what_they_answer(
+    xmpp_server: XMPPServer, publisher: Publisher, tmp_path: Path, fresh_node: Callable[..., str]
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    ids = await make_node(publisher, service, node, 13)
+    daemon = await start_daemon(tmp_path, xmpp_server, cache_limit=8)
+    try:
+        cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+        cache.sync_page_size = 5
+        client = daemon.get_client("bob")
+        await cache.synchronise(client, service, node)
+        node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
+        assert node_info.extra.get("truncated") is True  # type: ignore[union-attr]
+        assert await cache.store.count_items(node_info.id) == 8  # type: ignore[union-attr]
+        items, metadata = await daemon.xep_0060.get_items(client, service, node, max_items=5)
+        assert metadata["cached"] is True and [i["id"] for i in items] == ids[-5:]
+        items, metadata = await daemon.xep_0060.get_items(client, service, node, item_ids=ids[-2:])
+        assert metadata["cached"] is True
+        for request in (
+            {},
+            {"max_items": 10},
+            {"item_ids": [ids[0]]},
+            {"rsm_request": rsm.RSMRequest(max_=3)},
+        ):
+            items, metadata = await daemon.xep_0060.get_items(client, service, node, **request)
+            assert metadata["cached"] is False, request
+    finally:
+        await daemon.stop()
+
+
+async def test_nodes_not_to_sync_are_written_back_for_search_but_never_served(
+    daemon: Daemon, publisher: Publisher, xmpp_server: XMPPServer, fresh_node: Callable[..., str]
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node("urn:test:notes")
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    cache.register_analyser(
+        {
+            "name": "notes",
+            "type": "note",
+            "node": "urn:test:notes",
+            "parser": lambda client, item, service, node: {"text": str(item.firstChildElement())},
+        }
+    )
+    await publisher.create_node(service, node, {"pubsub#access_model": "open"})
+    await publisher.publish(
+        service, node, [("n1", "<note xmlns='urn:test'>remember the milk</note>")]
+    )
+    client = daemon.get_client("bob")
+    for __ in range(2):
+        items, metadata = await daemon.xep_0060.get_items(client, service, node)
+        assert metadata["cached"] is False and [i["id"] for i in items] == ["n1"]
+    assert cache.running_sync("bob", service, node) is None
+    found = await cache.search({"fts": "milk"})
+    assert [(r["node"], r["item_id"]) for r in found] == [(node, "n1")]
+    assert found[0]["parsed"] == {"text": "remember the milk"}
