@@ -35,6 +35,7 @@ strict xfail, so it fails as soon as the example works, to have the marker remov
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import doctest
 import json
@@ -174,6 +175,8 @@ def _pycon_pages() -> list[Path]:
 def test_pycon_examples(page: Path) -> None:
     environ = dict(os.environ)
     cwd = Path.cwd()
+    # examples may call asyncio.run(), which leaves no current event loop behind
+    loop = asyncio.get_event_loop_policy().get_event_loop()
     parser = doctest.DocTestParser()
     runner = doctest.DocTestRunner(
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
@@ -191,6 +194,7 @@ def test_pycon_examples(page: Path) -> None:
         os.environ.clear()
         os.environ.update(environ)
         os.chdir(cwd)
+        asyncio.set_event_loop(loop)
     results = runner.summarize(verbose=False)
     assert results.attempted > 0
     assert results.failed == 0, "".join(report)
