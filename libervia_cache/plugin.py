@@ -539,6 +539,7 @@ class PubsubCache:
                 progress=running.progress,
                 updated_by_events=running.updated_by_events,
                 is_cancelled=lambda: running.cancelled,
+                events_lock=self._event_lock,
             )
         except defer.CancelledError:
             raise

@@ -118,6 +118,7 @@ async def synchronise_node(
     progress: SyncProgress | None = None,
     updated_by_events: set[str] | None = None,
     is_cancelled: Callable[[], bool] = lambda: False,
+    events_lock: defer.DeferredLock | None = None,
 ) -> SyncProgress:
     """Synchronise ``node_info`` completely; raise :class:`SyncError` when it cannot.
 
@@ -126,15 +127,25 @@ async def synchronise_node(
     (or resurrects) them. The caller owns the single-flight rule and the state changes
     around failures; ``progress`` is updated in place as pages are stored.
     ``is_cancelled`` is checked before every write, so a sync cancelled while a request
-    was in flight writes nothing more.
+    was in flight writes nothing more. ``events_lock`` is the lock under which events
+    are applied: the sync empties the node under it, so that an event is either applied
+    before (and then found in the pages) or after (and then kept, and skipped in pages).
     """
     service = JID(node_info.service)
     node = node_info.name
     progress = progress if progress is not None else SyncProgress()
     updated_by_events = updated_by_events if updated_by_events is not None else set()
     extra = {k: v for k, v in node_info.extra.items() if k != "truncated"}
-    await store.update_node(node_info.id, sync_state=SyncState.IN_PROGRESS, extra=extra)
-    await store.purge_node_items(node_info.id)
+    lock = events_lock if events_lock is not None else defer.DeferredLock()
+    await lock.acquire()
+    try:
+        if is_cancelled():
+            raise defer.CancelledError()
+        await store.update_node(node_info.id, sync_state=SyncState.IN_PROGRESS, extra=extra)
+        await store.purge_node_items(node_info.id)
+        updated_by_events.clear()
+    finally:
+        lock.release()
 
     try:
         await pubsub_plugin.subscribe(client, service, node)
