@@ -35,8 +35,7 @@ from tx_xmpp import rsm
 
 # The bridge's typed error: the one import of the reference daemon on the plugin side
 # (hostapi has no error type yet; the Libervia backend has ``core.exceptions``).
-from libervia_cache.backend.bridge import BridgeError
-from libervia_cache.hostapi import Client, Host
+from libervia_cache.hostapi import BridgeError, Client, Host
 from libervia_cache.search import SearchQueryError
 from libervia_cache.storage import SyncState
 from libervia_cache.sync import SyncError

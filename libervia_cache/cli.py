@@ -27,6 +27,7 @@ from libervia_cache.backend.bridge import (
     EXIT_USER_ERROR,
     BridgeClient,
     BridgeError,
+    exit_code,
 )
 from libervia_cache.backend.config import ConfigError, DaemonConfig, load_config
 
@@ -62,7 +63,7 @@ class CacheGroup(click.Group):
             sys.exit(EXIT_USER_ERROR)
         except BridgeError as error:  # only with --debug: Context.call handles it otherwise
             traceback.print_exc()
-            sys.exit(error.exit_code)
+            sys.exit(exit_code(error.kind))
         except Exception as error:
             if _debug:
                 traceback.print_exc()
@@ -113,7 +114,7 @@ class Context:
         except BridgeError as error:
             if self.debug:
                 raise
-            fail(error.message, error.exit_code)
+            fail(error.message, exit_code(error.kind))
 
 
 def fail(message: str, code: int) -> NoReturn:

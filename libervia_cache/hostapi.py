@@ -25,6 +25,28 @@ ReturnPointResult = tuple[bool, Any]
 ItemsResult = tuple[list[domish.Element], dict[str, Any]]
 
 
+class BridgeError(Exception):
+    """A typed error of a bridge method: ``kind`` and a one-line ``message``.
+
+    Plugins raise it from their bridge methods; frontends get ``{"kind", "message"}``.
+    Kinds: ``bad_request``, ``not_found``, ``unknown_method``, ``not_cached``,
+    ``conflict`` (the caller's fault); ``unreachable``, ``server``, ``unavailable``,
+    ``internal``, ``timeout``, ``too_large`` (not the caller's fault).
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = " ".join(message.split())
+
+    def to_json(self) -> dict[str, str]:
+        """The ``error`` member of a reply."""
+        return {"kind": self.kind, "message": self.message}
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class TriggerManager(Protocol):
     """Named trigger points (pluggy-like): callbacks run by decreasing priority."""
 

@@ -38,6 +38,7 @@ from twisted.internet import defer, endpoints, protocol
 from twisted.python.failure import Failure
 
 from libervia_cache.aio import as_deferred
+from libervia_cache.hostapi import BridgeError
 
 __all__ = [
     "ERROR_KINDS",
@@ -85,31 +86,6 @@ def exit_code(kind: str) -> int:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-class BridgeError(Exception):
-    """A typed bridge error: ``kind`` (a key of :data:`ERROR_KINDS`) and a one-line message.
-
-    Bridge methods raise it to answer with that error; the client raises it when the
-    daemon answers with an error.
-    """
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = _one_line(message)
-
-    @property
-    def exit_code(self) -> int:
-        """The CLI exit code of this error."""
-        return exit_code(self.kind)
-
-    def to_json(self) -> dict[str, str]:
-        """The ``error`` member of a reply."""
-        return {"kind": self.kind, "message": self.message}
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class DaemonUnreachable(BridgeError):
