@@ -10,6 +10,7 @@ transaction that marks the node COMPLETED, so a partial node is never served as 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,7 +93,15 @@ async def parse_items(
                     error,
                 )
             else:
-                if isinstance(result, dict):
+                if isinstance(result, dict) and not _jsonable(result):
+                    log.warning(
+                        "parser of analyser %r returned data that is not JSON for item %r "
+                        "of node %s: stored raw",
+                        analyser.name,
+                        item_id,
+                        node,
+                    )
+                elif isinstance(result, dict):
                     parsed = result
                 elif result is not None:
                     log.warning(
@@ -104,6 +113,14 @@ async def parse_items(
                     )
         parsed_items.append((item_id, item.toXml(), parsed))
     return parsed_items
+
+
+def _jsonable(data: dict[str, Any]) -> bool:
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 async def synchronise_node(
@@ -162,6 +179,12 @@ async def synchronise_node(
 
     seen: set[str] = set()
     request = rsm.RSMRequest(max_=page_size, before="")
+    # item ids of the previous page, newest last: when the service keys pages by item id
+    # and the key of the next page was retracted meanwhile (libervia-pubsub then answers
+    # an empty page), the next id of that page is a key for the same older page
+    previous_ids: list[str] = []
+    previous_index: int | None = None
+    spare_keys: list[str] = []
     while True:
         items, metadata = await pubsub_plugin.get_items_from_network(
             client, service, node, rsm_request=request
@@ -169,23 +192,43 @@ async def synchronise_node(
         progress.pages += 1
         rsm_data = metadata.get("rsm") or {}
         ids = [item.getAttribute("id") for item in items]
-        repeated = seen.intersection(ids)
+        present = [i for i in ids if i]
+        repeated = seen.intersection(present) | {i for i in present if present.count(i) > 1}
         if repeated:
             raise SyncError(
                 f"node {node} on {service.full()}: the service returned item(s) "
                 f"{', '.join(sorted(repeated)[:3])} twice while paging; synchronisation stopped"
             )
-        seen.update(i for i in ids if i)
-        if "count" in rsm_data:
-            progress.total = min(int(rsm_data["count"]), limit)
+        count = rsm_data.get("count")
+        index = rsm_data.get("index")
         first = rsm_data.get("first")
-        # Without RSM the service sent the whole node; with RSM, the page that starts at
-        # index 0, or a short or empty page, is the oldest one.
-        oldest_page = (
-            not rsm_data or first is None or rsm_data.get("index") == 0 or len(items) < page_size
-        )
+        if count is not None:
+            progress.total = min(int(count), limit)
+        older_expected = previous_index is not None and previous_index > 0
+        if not items and older_expected and spare_keys:
+            request = rsm.RSMRequest(max_=page_size, before=spare_keys.pop(0))
+            continue
+        if not rsm_data:
+            # no RSM: the service ignored it (Prosody 0.12) and sent the whole node
+            oldest_page = True
+        elif index is not None:
+            # ejabberd answers a negative index (count - max) for a last page larger
+            # than the node: it starts at the oldest item all the same
+            oldest_page = index <= 0 or not items
+        else:
+            oldest_page = len(items) < page_size
+        if items and not oldest_page and first is None:
+            raise SyncError(
+                f"node {node} on {service.full()}: the service sent a page without RSM "
+                "keys and more items are due; synchronisation stopped"
+            )
+        seen.update(present)
         room = limit - progress.stored
         truncated = len(items) > room or (len(items) == room and not oldest_page)
+        if oldest_page and not truncated:
+            _check_count(
+                node, service, count, progress.stored + len(items), seen, updated_by_events
+            )
         if truncated and not is_cancelled():
             items = items[len(items) - room :] if room else []
             log.warning(
@@ -209,4 +252,31 @@ async def synchronise_node(
         progress.stored += page_slots
         if last_page:
             return progress
+        previous_ids, previous_index = present, index
+        spare_keys = (
+            previous_ids[1:] if first == (previous_ids[0] if previous_ids else None) else []
+        )
         request = rsm.RSMRequest(max_=page_size, before=first)
+
+
+def _check_count(
+    node: str,
+    service: JID,
+    count: int | None,
+    paged: int,
+    seen: set[str],
+    updated_by_events: set[str],
+) -> None:
+    """Refuse to complete a node when the service said it holds more than was paged.
+
+    Items published by events during the sync are counted by the service but may be
+    in no page; items retracted meanwhile only lower the count.
+    """
+    if count is None:
+        return
+    known = paged + len(updated_by_events - seen)
+    if known < count:
+        raise SyncError(
+            f"node {node} on {service.full()}: paging ended after {paged} items but the "
+            f"service counts {count}; synchronisation stopped"
+        )

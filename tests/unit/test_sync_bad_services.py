@@ -238,8 +238,8 @@ async def test_rsm_answers_without_last_are_paged_by_first(store: Store) -> None
     assert await cached_ids(store, node_info) == ids(25)
 
 
-@pytest.mark.parametrize("count", [0, 3, 24, 26, 1000])
-async def test_a_count_that_lies_changes_nothing_to_what_is_cached(
+@pytest.mark.parametrize("count", [0, 3, 24])
+async def test_a_count_lower_than_the_items_changes_nothing_to_what_is_cached(
     store: Store, count: int
 ) -> None:
     def lying(service: FakeService, request: rsm.RSMRequest) -> Page:
@@ -253,6 +253,21 @@ async def test_a_count_that_lies_changes_nothing_to_what_is_cached(
     # the cache answers its own count, not the service's lie
     page = await store.get_items(node_info.id, rsm_max=0)
     assert page.count == 25
+
+
+@pytest.mark.parametrize("count", [26, 1000])
+async def test_a_count_higher_than_the_items_paged_never_completes_the_node(
+    store: Store, count: int
+) -> None:
+    # either the count lies or paging ended early: the cache cannot tell, so it does
+    # not claim to hold the whole node
+    def lying(service: FakeService, request: rsm.RSMRequest) -> Page:
+        page_ids, data = service.honest_page(request)
+        data["count"] = count
+        return page_ids, data
+
+    node_info = await sync_fails(store, FakeService(ids(25), page=lying), f"service counts {count}")
+    assert node_info.sync_state is not SyncState.COMPLETED
 
 
 async def test_rsm_answers_without_count_or_index_are_paged_to_the_end(store: Store) -> None:
@@ -321,3 +336,85 @@ async def test_an_empty_node_is_completed_empty(store: Store) -> None:
     node_info = await sync(store, FakeService([]))
     assert node_info.sync_state is SyncState.COMPLETED
     assert await cached_ids(store, node_info) == []
+
+
+# --- inconsistent answers: never a partial node marked complete ---------------------
+
+
+async def test_an_item_repeated_within_one_page_stops_the_sync(store: Store) -> None:
+    """DESIGN: "A service returning the same item twice is detected and the sync stops
+    cleanly". Today only repeats across pages are detected: within a page the last
+    occurrence silently wins (item-017 is stored after item-019) and the node is
+    COMPLETED."""
+
+    def repeated(service: FakeService, request: rsm.RSMRequest) -> Page:
+        page_ids, data = service.honest_page(request)
+        if request.before == "":
+            page_ids.insert(5, page_ids[2])
+        return list(page_ids), data
+
+    with pytest.raises(SyncError, match="item-017"):
+        await sync(store, FakeService(ids(25), page=repeated))
+    node_info = await stored_node(store)
+    assert node_info.sync_state is not SyncState.COMPLETED
+
+
+async def test_a_full_rsm_page_without_keys_is_not_taken_for_the_whole_node(
+    store: Store,
+) -> None:
+    """An RSM answer with a count (25) but no first/last keys, on a full page: the sync
+    cannot ask for the older items, yet marks the node COMPLETED with 10 of 25."""
+
+    def keyless(service: FakeService, request: rsm.RSMRequest) -> Page:
+        page_ids, data = service.honest_page(request)
+        return page_ids, {"count": data["count"]}
+
+    try:
+        node_info = await sync(store, FakeService(ids(25), page=keyless))
+    except SyncError:
+        node_info = await stored_node(store)
+    assert node_info.sync_state is not SyncState.COMPLETED or (
+        await cached_ids(store, node_info) == ids(25)
+    )
+
+
+async def test_an_empty_page_before_the_oldest_item_is_not_the_end_of_the_node(
+    store: Store,
+) -> None:
+    """libervia-pubsub answers an empty page to a `before` key it does not know, e.g. the
+    first item of the previous page retracted meanwhile. The previous page said 15 older
+    items exist (index 15); the sync takes the empty page for the oldest one and marks
+    the node COMPLETED with only the newest 10."""
+
+    def empty_after_first(service: FakeService, request: rsm.RSMRequest) -> Page:
+        if request.before != "":
+            return [], {"count": len(service.ids)}
+        return service.honest_page(request)
+
+    try:
+        node_info = await sync(store, FakeService(ids(25), page=empty_after_first))
+    except SyncError:
+        node_info = await stored_node(store)
+    assert node_info.sync_state is not SyncState.COMPLETED or (
+        len(await cached_ids(store, node_info)) > PAGE_SIZE
+    )
+
+
+async def test_a_first_page_claiming_index_zero_with_more_items_counted_is_not_complete(
+    store: Store,
+) -> None:
+    """The newest page says index 0 while count says 25 and it holds 10: inconsistent
+    (0 + 10 != 25), yet the sync stops there and marks the node COMPLETED."""
+
+    def index_zero(service: FakeService, request: rsm.RSMRequest) -> Page:
+        page_ids, data = service.honest_page(request)
+        data["index"] = 0
+        return page_ids, data
+
+    try:
+        node_info = await sync(store, FakeService(ids(25), page=index_zero))
+    except SyncError:
+        node_info = await stored_node(store)
+    assert node_info.sync_state is not SyncState.COMPLETED or (
+        await cached_ids(store, node_info) == ids(25)
+    )
