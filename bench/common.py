@@ -37,7 +37,7 @@ def install() -> asyncio.AbstractEventLoop:
     asyncioreactor.install(_loop)
     from twisted.internet import reactor
 
-    reactor.startRunning(installSignalHandlers=False)  # type: ignore[attr-defined]
+    reactor.startRunning(installSignalHandlers=False)
     return _loop
 
 

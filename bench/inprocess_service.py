@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import defer, reactor
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet import defer
+from twisted.internet import reactor as _reactor
 from twisted.words.protocols.jabber import error, xmlstream
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
@@ -27,6 +27,9 @@ from tx_xmpp import pubsub, rsm
 from tx_xmpp.subprotocols import StreamManager
 
 from libervia_cache.backend.xep_0060 import EventDispatchingPubSubClient
+
+#: the reactor, untyped (its zope interfaces confuse mypy)
+reactor: Any = _reactor
 
 SERVICE = "pubsub.localhost"
 ATOM = "http://www.w3.org/2005/Atom"
@@ -104,9 +107,10 @@ class _ServerAuthenticator(xmlstream.ListenAuthenticator):
 
     def streamStarted(self, rootElement: domish.Element) -> None:
         super().streamStarted(rootElement)
-        self.xmlstream.version = (0, 0)
-        self.xmlstream.sendHeader()
-        self.xmlstream.dispatch(self.xmlstream, xmlstream.STREAM_AUTHD_EVENT)
+        xs: Any = self.xmlstream
+        xs.version = (0, 0)
+        xs.sendHeader()
+        xs.dispatch(xs, xmlstream.STREAM_AUTHD_EVENT)
 
 
 class _ClientAuthenticator(xmlstream.ConnectAuthenticator):
@@ -143,7 +147,7 @@ class LoopbackClient:
     profile: str
     pubsub_client: EventDispatchingPubSubClient
     _jid: JID
-    port: IListeningPort
+    port: Any
     manager: StreamManager
 
     @property
@@ -151,10 +155,10 @@ class LoopbackClient:
         return self._jid
 
     async def close(self) -> None:
-        self.manager.factory.stopTrying()  # type: ignore[attr-defined]
+        self.manager.factory.stopTrying()
         if self.manager.xmlstream is not None:
             self.manager.xmlstream.transport.loseConnection()
-        await self.port.stopListening()
+        await defer.maybeDeferred(self.port.stopListening)
 
 
 async def connect_loopback(
@@ -170,16 +174,16 @@ async def connect_loopback(
     server_factory = xmlstream.XmlStreamServerFactory(_ServerAuthenticator)
     server_manager = StreamManager(server_factory)  # one connection: one manager
     _Service(resource, client_jid).setHandlerParent(server_manager)
-    port = reactor.listenTCP(0, server_factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    port = reactor.listenTCP(0, server_factory, interface="127.0.0.1")
 
     client_factory = xmlstream.XmlStreamFactory(_ClientAuthenticator(SERVICE))
-    client_factory.maxRetries = 0
+    client_factory.maxRetries = 0  # type: ignore[assignment]
     manager = StreamManager(client_factory)
     pubsub_handler.setHandlerParent(manager)
     ready: defer.Deferred[None] = defer.Deferred()
     client_factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, lambda xs: ready.callback(None))
-    reactor.connectTCP("127.0.0.1", port.getHost().port, client_factory)  # type: ignore[attr-defined]
+    reactor.connectTCP("127.0.0.1", port.getHost().port, client_factory)
     await ready
     client = LoopbackClient(profile, pubsub_handler, client_jid, port, manager)
-    pubsub_handler.client = client  # type: ignore[assignment]
+    pubsub_handler.client = client
     return client

@@ -186,7 +186,7 @@ async def p3_sync_share(daemon: Any, client: Any, service: str, node: str) -> di
         finally:
             spent["network"] += time.perf_counter() - start
 
-    sync_module.parse_items = timed_parse  # type: ignore[assignment]
+    sync_module.parse_items = timed_parse
     Store.cache_items = timed_store  # type: ignore[assignment,method-assign]
     daemon.xep_0060.get_items_from_network = timed_network
     try:
