@@ -44,7 +44,7 @@ from libervia_cache.sync import (
     parse_items,
     synchronise_node,
 )
-from libervia_cache.xml import parse_element
+from libervia_cache.xml import LazyElement
 
 log = logging.getLogger(__name__)
 #: the running reactor (zope interfaces do not type-check without a mypy plugin)
@@ -83,6 +83,9 @@ CONNECTION_ERRORS = (
 STORE_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError, CacheUnavailable)
 
 SyncKey = tuple[str, str, str]
+
+#: what every cached item is: the store keeps them as an items request answers them
+ITEM_QNAME = (pubsub.NS_PUBSUB, "item")
 
 #: Trigger point called (synchronously) after each pubsub event the cache applied,
 #: with ``(client, event)``: lets tests and other plugins wait for the cache to be fresh.
@@ -377,7 +380,7 @@ class PubsubCache:
             # the missing items may be among the older ones the cache does not hold
             self.counters.miss("node larger than the cache limit")
             return None
-        return [parse_element(raw) for raw in page.items], cache_metadata(
+        return [LazyElement(raw, ITEM_QNAME) for raw in page.items], cache_metadata(
             service, node, page, rsm_request is not None
         )
 

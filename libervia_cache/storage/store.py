@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -72,6 +73,23 @@ _NODE_COLUMNS = (
     nodes.c.subscribed,
     nodes.c.extra,
 )
+
+
+#: the node lookup of every read, compiled once for the ``sqlite3`` read connection,
+#: with the result processors of its columns (enum, UTC datetime, JSON)
+_NODE_SQL = str(
+    select(*_NODE_COLUMNS)
+    .where(
+        nodes.c.profile == bindparam("profile"),
+        nodes.c.service == bindparam("service"),
+        nodes.c.name == bindparam("name"),
+    )
+    .compile(dialect=sqlite_dialect.dialect(paramstyle="named"))
+)
+_NODE_PROCESSORS = [
+    column.type._cached_result_processor(sqlite_dialect.dialect(), None)
+    for column in _NODE_COLUMNS
+]
 
 
 def _node_info(row: Any) -> NodeInfo:
@@ -151,10 +169,33 @@ class Store:
 
     # ---------------------------------------------------------------------- nodes
 
-    @deferred_method
-    async def get_node(self, profile: str, service: str, name: str) -> NodeInfo | None:
-        """The node ``name`` of ``service`` as seen by ``profile``, if the cache knows it."""
+    def get_node(self, profile: str, service: str, name: str) -> defer.Deferred[NodeInfo | None]:
+        """The node ``name`` of ``service`` as seen by ``profile``, if the cache knows it.
 
+        On the hot path of every read: answered on the lean ``sqlite3`` read connection
+        (an already fired Deferred, no pool, no thread hop), as page reads are; the
+        engine answers when that connection is busy or absent.
+        """
+        if self._reader is not None:
+            try:
+                row = self._reader.execute(
+                    _NODE_SQL, {"profile": profile, "service": service, "name": name}
+                ).fetchone()
+            except sqlite3.OperationalError:
+                pass  # busy: the asyncio path
+            except Exception:
+                return defer.fail()
+            else:
+                if row is None:
+                    return defer.succeed(None)
+                return defer.succeed(
+                    _node_info(
+                        [p(v) if p else v for p, v in zip(_NODE_PROCESSORS, row, strict=True)]
+                    )
+                )
+        return aio(self._get_node(profile, service, name))
+
+    async def _get_node(self, profile: str, service: str, name: str) -> NodeInfo | None:
         def run(connection: Connection) -> NodeInfo | None:
             row = connection.execute(
                 select(*_NODE_COLUMNS).where(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from libervia_cache.aio import aio
 from libervia_cache.storage import NodeInfo, Store, SyncState
 
 from .conftest import items
@@ -64,3 +65,18 @@ async def test_reset_forgets_everything(store: Store, node: NodeInfo) -> None:
     await store.reset()
     assert await store.get_nodes() == []
     assert await store.search({}) == []
+
+
+async def test_the_fast_node_lookup_answers_what_the_engine_answers(store: Store) -> None:
+
+    created = await store.get_or_create_node(
+        "bob", "pubsub.example.org", "n", analyser="a", type_="t", subtype="s", extra={"k": [1]}
+    )
+    await store.update_node(created.id, sync_state=SyncState.COMPLETED, subscribed=True)
+    fast = await store.get_node("bob", "pubsub.example.org", "n")
+    slow = await aio(store._get_node("bob", "pubsub.example.org", "n"))
+    assert fast == slow
+    assert fast is not None and fast.sync_state is SyncState.COMPLETED
+    assert fast.sync_state_updated is not None and fast.sync_state_updated.tzinfo is not None
+    assert fast.extra == {"k": [1]} and fast.subscribed is True
+    assert await store.get_node("bob", "pubsub.example.org", "other") is None
