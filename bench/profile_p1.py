@@ -126,7 +126,6 @@ async def profile(reps: int, html: Path | None) -> None:
                     gc.enable()
                 print(f"  {common.median(frozen) * 1000:9.1f} us  whole path after gc.freeze()")
                 print(f"  {common.median(disabled_gc) * 1000:9.1f} us  whole path, gc disabled")
-                await patched_paths(cache, full, reps)
 
                 profiler = Profiler(interval=0.0001, async_mode="disabled")
                 profiler.start()
@@ -214,75 +213,6 @@ async def prototypes(
     for name, values in samples.items():
         print(f"  {common.median(values) * 1000:9.1f} us  {name}")
     print(f"  (raw node row: {tuple(raw_row)!r})")
-
-
-async def patched_paths(cache: Any, full: Any, reps: int) -> None:
-    """The whole P1 path with the proposals patched in at run time (prototypes only)."""
-    import json
-    from datetime import datetime
-
-    from sqlalchemy import bindparam, select
-    from sqlalchemy.dialects import sqlite
-    from twisted.internet import defer
-    from twisted.words.xish import domish
-    from tx_xmpp import pubsub
-
-    import libervia_cache.plugin as plugin_module
-    from libervia_cache.storage import SyncState
-    from libervia_cache.storage import store as store_module
-    from libervia_cache.storage.records import NodeInfo
-
-    store = cache.store
-    nodes = store_module.nodes
-    sql = str(
-        select(*store_module._NODE_COLUMNS)
-        .where(
-            nodes.c.profile == bindparam("profile"),
-            nodes.c.service == bindparam("service"),
-            nodes.c.name == bindparam("name"),
-        )
-        .compile(dialect=sqlite.dialect(paramstyle="named"))
-    )
-
-    def lean_get_node(profile: str, service: str, name: str) -> defer.Deferred[Any]:
-        row = store._reader.execute(
-            sql, {"profile": profile, "service": service, "name": name}
-        ).fetchone()
-        if row is None:
-            return defer.succeed(None)
-        (id_, prof, serv, nam, analyser, type_, subtype, state, updated, subscribed, extra) = row
-        return defer.succeed(
-            NodeInfo(
-                id_, prof, serv, nam, analyser, type_, subtype,
-                SyncState[state] if state else None,
-                datetime.fromisoformat(updated) if updated else None,
-                bool(subscribed), json.loads(extra) if extra else {},
-            )
-        )  # fmt: skip
-
-    def lazy_item(raw: str) -> domish.Element:
-        # stands for an <item/> whose children are parsed on first access
-        item = domish.Element((pubsub.NS_PUBSUB, "item"))
-        item.addRawXml(raw)
-        return item
-
-    original_get_node = store.get_node
-    original_parse = plugin_module.parse_element
-    variants = {
-        "node lookup on the lean reader": (lean_get_node, original_parse),
-        "items kept as raw XML (lazy <item/>)": (original_get_node, lazy_item),
-        "both": (lean_get_node, lazy_item),
-    }
-    print("\nwhole P1 path with the proposals patched in (median, microseconds):")
-    try:
-        for name, (get_node, parse) in variants.items():
-            store.get_node = get_node
-            plugin_module.parse_element = parse  # type: ignore[assignment]
-            values = await common.timings_ms(full, reps, warmup=200)
-            print(f"  {common.median(values) * 1000:9.1f} us  {name}")
-    finally:
-        store.get_node = original_get_node
-        plugin_module.parse_element = original_parse
 
 
 def main() -> None:
