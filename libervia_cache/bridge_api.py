@@ -151,8 +151,13 @@ def register_bridge_methods(host: Host, cache: PubsubCache) -> None:
             raise BridgeError("not_found", f"unknown profile {name!r}") from None
 
     def check_profiles(profiles: Sequence[str] | None) -> None:
-        """``not_found`` for a profile filter naming a profile the daemon does not know."""
-        for name in profiles or ():
+        """``not_found`` for a profile filter naming a profile the daemon does not know;
+        ``bad_request`` for one that is not a list of names (before anything else)."""
+        if profiles is None:
+            return
+        if not isinstance(profiles, list | tuple) or not all(isinstance(p, str) for p in profiles):
+            raise BridgeError("bad_request", "profiles: expected a list of profile names")
+        for name in profiles:
             try:
                 host.get_client(name)
             except KeyError:
