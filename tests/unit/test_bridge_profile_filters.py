@@ -16,7 +16,7 @@ from tests.unit.storage.test_search_purge_fuzz import bridge  # noqa: F401
     ("method", "key"), [("ps_cache_search", "query"), ("ps_cache_purge", "filters")]
 )
 async def test_a_profiles_filter_that_is_not_a_list_is_a_bad_request_naming_it(
-    bridge: Bridge,
+    bridge: Bridge,  # noqa: F811
     method: str,
     key: str,
     profiles: Any,
