@@ -158,3 +158,30 @@ async def start_daemon(directory: Path, server: XMPPServer, **options: Any) -> D
 def cli_argv(config: Path, *args: str) -> list[str]:
     """The command line of ``libervia-cache --config CONFIG ARGS...`` (for custom stdio)."""
     return [sys.executable, "-m", "libervia_cache", "--config", str(config), *args]
+
+
+async def start_daemon_with_profiles(
+    directory: Path, server: XMPPServer, profiles: Iterable[str], **options: Any
+) -> Daemon:
+    """The reference daemon in-process with several profiles, all connected (stop it after)."""
+    from libervia_cache.backend.config import load_config
+    from libervia_cache.backend.daemon import Daemon
+
+    profiles = list(profiles)
+    daemon = Daemon(load_config(write_config(directory, server, profiles=profiles, **options)))
+    await daemon.start()
+    missing = [p for p in profiles if p not in daemon.clients]
+    if missing:
+        await daemon.stop()
+        raise AssertionError(f"{', '.join(missing)} could not connect")
+    return daemon
+
+
+def restart_log(daemon: DaemonProcess) -> None:
+    """Move the log of a stopped daemon aside, so that the next start waits for its own
+    "daemon ready" line (the old log is kept next to it, numbered)."""
+    number = 1
+    while (kept := daemon.log_path.with_suffix(f".{number}.log")).exists():
+        number += 1
+    if daemon.log_path.exists():
+        daemon.log_path.rename(kept)
