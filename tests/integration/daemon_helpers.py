@@ -185,3 +185,26 @@ def restart_log(daemon: DaemonProcess) -> None:
         number += 1
     if daemon.log_path.exists():
         daemon.log_path.rename(kept)
+
+
+async def start_daemon_with_database(
+    directory: Path, server: XMPPServer, database: Path, **options: Any
+) -> Daemon:
+    """:func:`start_daemon` with the database file at ``database`` (its configuration
+    file and control socket stay in ``directory``)."""
+    from libervia_cache.backend.config import load_config
+    from libervia_cache.backend.daemon import Daemon
+
+    config = write_config(directory, server, profiles=["bob"], **options)
+    config.write_text(
+        config.read_text().replace(
+            f"db_url = sqlite+aiosqlite:///{directory / 'cache.db'}\n",
+            f"db_url = sqlite+aiosqlite:///{database}\n",
+        )
+    )
+    daemon = Daemon(load_config(config))
+    await daemon.start()
+    if "bob" not in daemon.clients:
+        await daemon.stop()
+        raise AssertionError("bob could not connect")
+    return daemon

@@ -1,0 +1,351 @@
+"""Database faults: locked by another process, read-only, full, corrupt. The daemon keeps
+answering (from the network when it must), says what is wrong with the cache, never
+serves a node it could not finish writing, and loses nothing once the problem is gone.
+
+Filesystem faults use a small tmpfs mounted in the test's directory (``mount`` needs
+root, which the CI has); everything mounted is unmounted in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from twisted.internet import defer, reactor
+from twisted.words.protocols.jabber.jid import JID
+
+from libervia_cache import plugin as plugin_module
+from libervia_cache.backend.bridge import BridgeError
+from libervia_cache.plugin import PubsubCache
+from libervia_cache.storage import SyncState
+from libervia_cache.storage import engine as engine_module
+from libervia_cache.sync import SyncError
+from tests.integration.conftest import server_kinds
+from tests.integration.daemon_helpers import (
+    atom_entry,
+    start_daemon,
+    start_daemon_with_database,
+)
+from tests.integration.test_sync_lifecycle import PageGate, assert_cache_equals_server
+from tests.servers.base import XMPPServer
+from tests.servers.publisher import Publisher
+
+MICROBLOG = "urn:xmpp:microblog:0"
+
+#: the server does not matter to these tests: run them against one kind only
+pytestmark = pytest.mark.parametrize("xmpp_server", server_kinds()[:1], indirect=True)
+
+CONDITION_TIMEOUT = 30.0
+
+
+@pytest.fixture(autouse=True)
+def quick_database_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer gives up on a locked database after 1 s (not 30), and a database that
+    could not be opened is retried after 0.2 s (not 5): the tests wait less."""
+    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT", 1.0)
+    monkeypatch.setattr(plugin_module, "FIRST_REOPEN_DELAY", 0.2)
+    monkeypatch.setattr(plugin_module, "MAX_REOPEN_DELAY", 0.5)
+
+
+@pytest.fixture
+def log_text(caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
+    caplog.set_level(logging.INFO, logger="libervia_cache")
+    return lambda: caplog.text
+
+
+async def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` on the reactor (not blocking it) until it holds."""
+    deadline = reactor.seconds() + CONDITION_TIMEOUT  # type: ignore[attr-defined]
+    while not condition():
+        if reactor.seconds() > deadline:  # type: ignore[attr-defined]
+            raise AssertionError(f"timed out after {CONDITION_TIMEOUT:g} s waiting for {what}")
+        await deferLater(0.05)
+
+
+def deferLater(seconds: float) -> defer.Deferred[None]:
+    from twisted.internet import task
+
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+async def make_node(
+    publisher: Publisher, service: JID, node: str, count: int, content: str = ""
+) -> list[str]:
+    await publisher.create_node(service, node, {"pubsub#access_model": "open"})
+    ids = [f"i{n:03d}" for n in range(count)]
+    await publisher.publish(service, node, [(i, atom_entry(i, i, content)) for i in ids])
+    return ids
+
+
+async def server_ids(publisher: Publisher, service: JID, node: str) -> list[str]:
+    return [i["id"] for i in await publisher.get_all_items(service, node)]
+
+
+# --- locked ------------------------------------------------------------------------------
+
+LOCKER = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
+connection.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+connection.execute("ROLLBACK")
+connection.close()
+"""
+
+
+@contextmanager
+def locked_by_another_process(database: Path) -> Iterator[None]:
+    """Another process holds the database's write lock (``BEGIN EXCLUSIVE``) meanwhile."""
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(database)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert locker.stdin is not None and locker.stdout is not None
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        locker.stdin.write("\n")
+        locker.stdin.close()
+        assert locker.wait(timeout=30) == 0
+
+
+async def test_a_locked_database_fails_syncs_clearly_keeps_serving_reads_and_loses_nothing(
+    xmpp_server: XMPPServer,
+    publisher: Publisher,
+    tmp_path: Path,
+    fresh_node: Callable[..., str],
+    log_text: Callable[[], str],
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    synced, unsynced = fresh_node(MICROBLOG), fresh_node(MICROBLOG)
+    synced_ids = await make_node(publisher, service, synced, 5)
+    unsynced_ids = await make_node(publisher, service, unsynced, 8)
+    daemon = await start_daemon(tmp_path, xmpp_server)
+    try:
+        cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+        assert cache.store is not None
+        cache.sync_page_size = 3
+        bob = daemon.get_client("bob")
+        await cache.synchronise(bob, service, synced)
+        # a second sync stops after its first page (fetched, not stored) ...
+        gate = PageGate(daemon, at=1)
+        sync = defer.Deferred.fromCoroutine(cache.synchronise(bob, service, unsynced))
+        await gate.reached
+        with locked_by_another_process(tmp_path / "cache.db"):
+            # ... and goes on with the database locked: it cannot write its pages
+            gate.release.callback(None)
+            with pytest.raises(SyncError):
+                await sync
+            gate.remove()
+            assert f"synchronisation of node {unsynced} on {service.full()} failed" in log_text()
+            assert "database is locked" in log_text()
+            node_info = await cache.store.get_node("bob", service.full(), unsynced)
+            assert node_info is not None and node_info.sync_state is not SyncState.COMPLETED
+            assert await cache.get_items_from_cache(bob, service, unsynced) is None
+            # reads go on: the synced node from the cache, the other from the network
+            items, metadata = await daemon.xep_0060.get_items(bob, service, synced)
+            assert metadata["cached"] is True and [i["id"] for i in items] == synced_ids
+            items, metadata = await daemon.xep_0060.get_items(bob, service, unsynced)
+            assert metadata["cached"] is False and [i["id"] for i in items] == unsynced_ids
+            status = await daemon.bridge.dispatch("ps_cache_status", {})
+            states = {row["node"]: row["state"] for row in status["nodes"]}
+            assert states[synced] == "COMPLETED" and states[unsynced] != "COMPLETED"
+        # the lock is gone: an explicit sync works, and what was cached before is intact
+        await cache.synchronise(bob, service, unsynced)
+        await assert_cache_equals_server(daemon, publisher, service, unsynced)
+        await assert_cache_equals_server(daemon, publisher, service, synced)
+    finally:
+        await daemon.stop()
+
+
+# --- read-only, full -----------------------------------------------------------------------
+
+
+def mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
+
+
+@contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``path`` (created), unmounted at the end."""
+    path.mkdir()
+    mount("-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path))
+    try:
+        yield path
+    finally:
+        done = subprocess.run(["umount", str(path)], capture_output=True)
+        if done.returncode != 0:  # still busy: detach it anyway, never leave it behind
+            subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+async def test_a_read_only_database_sends_reads_to_the_network_until_it_is_writable_again(
+    xmpp_server: XMPPServer,
+    publisher: Publisher,
+    tmp_path: Path,
+    fresh_node: Callable[..., str],
+    log_text: Callable[[], str],
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    synced, unsynced = fresh_node(MICROBLOG), fresh_node(MICROBLOG)
+    synced_ids = await make_node(publisher, service, synced, 6)
+    unsynced_ids = await make_node(publisher, service, unsynced, 4)
+    with small_tmpfs(tmp_path / "data", "8m") as data:
+        daemon = await start_daemon_with_database(tmp_path, xmpp_server, data / "cache.db")
+        try:
+            await daemon.plugins["PUBSUB_CACHE"].synchronise(
+                daemon.get_client("bob"), service, synced
+            )
+        finally:
+            await daemon.stop()
+        # Linux refuses to remount read-only a filesystem where a file is open for
+        # writing (EBUSY): the database goes read-only while no daemon holds it open
+        mount("-o", "remount,ro", str(data))
+        daemon = await start_daemon_with_database(tmp_path, xmpp_server, data / "cache.db")
+        try:
+            cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+            bob = daemon.get_client("bob")
+            assert cache.unavailable_reason is not None
+            assert "cannot be opened" in cache.unavailable_reason
+            assert "readonly" in cache.unavailable_reason or "unable to open" in (
+                cache.unavailable_reason
+            ), cache.unavailable_reason
+            assert cache.unavailable_reason in log_text()
+            with pytest.raises(BridgeError) as unavailable:
+                await daemon.bridge.dispatch("ps_cache_status", {})
+            assert unavailable.value.kind == "unavailable"
+            assert cache.unavailable_reason in unavailable.value.message
+            for node, ids in ((synced, synced_ids), (unsynced, unsynced_ids)):
+                items, metadata = await daemon.xep_0060.get_items(bob, service, node)
+                assert metadata["cached"] is False and [i["id"] for i in items] == ids
+            with pytest.raises(Exception, match="cache"):
+                await cache.synchronise(bob, service, unsynced)
+            # writable again: the cache opens by itself, with what it held
+            mount("-o", "remount,rw", str(data))
+            await wait_for(lambda: cache.unavailable_reason is None, "the cache to reopen")
+            assert "the cache database is open again" in log_text()
+            items, metadata = await daemon.xep_0060.get_items(bob, service, synced)
+            assert metadata["cached"] is True and [i["id"] for i in items] == synced_ids
+            await assert_cache_equals_server(daemon, publisher, service, synced)
+            await cache.synchronise(bob, service, unsynced)
+            await assert_cache_equals_server(daemon, publisher, service, unsynced)
+        finally:
+            await daemon.stop()
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem of ``directory`` to the last byte; the file that holds it."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as out:
+        for size in (1 << 16, 1 << 12, 1 << 9, 1):
+            try:
+                while True:
+                    out.write(b"\0" * size)
+            except OSError:
+                pass
+    return filler
+
+
+async def test_a_full_disk_fails_syncs_clearly_keeps_serving_and_loses_nothing_once_space_is_back(
+    xmpp_server: XMPPServer,
+    publisher: Publisher,
+    tmp_path: Path,
+    fresh_node: Callable[..., str],
+    log_text: Callable[[], str],
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    synced, big = fresh_node(MICROBLOG), fresh_node(MICROBLOG)
+    synced_ids = await make_node(publisher, service, synced, 6)
+    # far more than the free pages the database and its WAL may hold
+    big_ids = await make_node(publisher, service, big, 60, content="x" * 8000)
+    with small_tmpfs(tmp_path / "data", "16m") as data:
+        daemon = await start_daemon_with_database(tmp_path, xmpp_server, data / "cache.db")
+        try:
+            cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+            assert cache.store is not None
+            cache.sync_page_size = 10
+            bob = daemon.get_client("bob")
+            await cache.synchronise(bob, service, synced)
+            # the big node's sync has its node recorded and its first page fetched ...
+            gate = PageGate(daemon, at=1)
+            sync = defer.Deferred.fromCoroutine(cache.synchronise(bob, service, big))
+            await gate.reached
+            # ... when the disk fills up
+            filler = fill(data)
+            gate.release.callback(None)
+            with pytest.raises(SyncError):
+                await sync
+            gate.remove()
+            assert f"synchronisation of node {big} on {service.full()} failed" in log_text()
+            assert "database or disk is full" in log_text()
+            node_info = await cache.store.get_node("bob", service.full(), big)
+            assert node_info is not None and node_info.sync_state is not SyncState.COMPLETED
+            assert await cache.get_items_from_cache(bob, service, big) is None
+            items, metadata = await daemon.xep_0060.get_items(bob, service, big)
+            assert metadata["cached"] is False and [i["id"] for i in items] == big_ids
+            items, metadata = await daemon.xep_0060.get_items(bob, service, synced)
+            assert metadata["cached"] is True and [i["id"] for i in items] == synced_ids
+            running = cache.running_sync("bob", service, big)  # the read may redo it
+            if running is not None:
+                await running
+            # space is back: nothing was lost, and the big node can be synchronised
+            filler.unlink()
+            await assert_cache_equals_server(daemon, publisher, service, synced)
+            await cache.synchronise(bob, service, big)
+            await assert_cache_equals_server(daemon, publisher, service, big)
+        finally:
+            await daemon.stop()
+
+
+# --- corrupt -------------------------------------------------------------------------------
+
+
+async def test_a_corrupt_database_is_reported_left_in_place_and_reads_go_to_the_network(
+    xmpp_server: XMPPServer,
+    publisher: Publisher,
+    tmp_path: Path,
+    fresh_node: Callable[..., str],
+    log_text: Callable[[], str],
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    ids = await make_node(publisher, service, node, 5)
+    daemon = await start_daemon(tmp_path, xmpp_server)
+    try:
+        await daemon.plugins["PUBSUB_CACHE"].synchronise(daemon.get_client("bob"), service, node)
+    finally:
+        await daemon.stop()
+    database = tmp_path / "cache.db"
+    garbage = bytes(range(256)) * (database.stat().st_size // 256 + 1)
+    database.write_bytes(garbage)
+
+    daemon = await start_daemon(tmp_path, xmpp_server)
+    try:
+        cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+        assert cache.store is None
+        assert cache.unavailable_reason is not None
+        assert "cannot be opened" in cache.unavailable_reason
+        assert "file is not a database" in cache.unavailable_reason
+        assert cache.unavailable_reason in log_text()
+        bob = daemon.get_client("bob")
+        for __ in range(2):  # a second read does not sync from a cache it cannot open
+            items, metadata = await daemon.xep_0060.get_items(bob, service, node)
+            assert metadata["cached"] is False and [i["id"] for i in items] == ids
+        with pytest.raises(BridgeError) as unavailable:
+            await daemon.bridge.dispatch("ps_cache_status", {})
+        assert unavailable.value.kind == "unavailable"
+        assert "file is not a database" in unavailable.value.message
+        # the retries (every MAX_REOPEN_DELAY here) leave the file as it was
+        await wait_for(lambda: log_text().count("cache database cannot be opened") >= 3, "retries")
+        assert database.read_bytes() == garbage
+    finally:
+        await daemon.stop()
+    assert database.read_bytes() == garbage
