@@ -87,8 +87,7 @@ _NODE_SQL = str(
     .compile(dialect=sqlite_dialect.dialect(paramstyle="named"))
 )
 _NODE_PROCESSORS = [
-    column.type._cached_result_processor(sqlite_dialect.dialect(), None)
-    for column in _NODE_COLUMNS
+    column.type._cached_result_processor(sqlite_dialect.dialect(), None) for column in _NODE_COLUMNS
 ]
 
 
