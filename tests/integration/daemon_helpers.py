@@ -208,3 +208,12 @@ async def start_daemon_with_database(
         await daemon.stop()
         raise AssertionError("bob could not connect")
     return daemon
+
+
+def kill_daemon(daemon: DaemonProcess) -> int:
+    """SIGKILL the daemon process (no cleanup of any kind) and reap it."""
+    assert daemon.process is not None
+    daemon.process.kill()
+    code = daemon.process.wait()
+    daemon._log.close()
+    return code
