@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -56,3 +57,43 @@ def as_deferred(func: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.De
     if isinstance(result, Awaitable):
         return defer.Deferred.fromFuture(asyncio.ensure_future(result))
     return defer.succeed(result)
+
+
+class SerialQueue:
+    """Runs jobs one at a time, in the order they were queued.
+
+    Like ``defer.DeferredLock().run``, without its recursion: a lock whose holders
+    finish synchronously hands over to the next waiter from inside the release, so a
+    long queue (hundreds of events arriving while the store is busy) ends in a
+    ``RecursionError``. Here one consumer loop awaits each job in turn.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: deque[tuple[Callable[[], Any], defer.Deferred[Any]]] = deque()
+        self._running = False
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def run(self, job: Callable[[], Any]) -> defer.Deferred[Any]:
+        """Queue ``job`` (plain, coroutine function or Deferred-returning); a Deferred
+        of its result."""
+        done: defer.Deferred[Any] = defer.Deferred()
+        self._jobs.append((job, done))
+        if not self._running:
+            self._running = True
+            defer.Deferred.fromCoroutine(self._consume())
+        return done
+
+    async def _consume(self) -> None:
+        try:
+            while self._jobs:
+                job, done = self._jobs.popleft()
+                try:
+                    result = await as_deferred(job)
+                except BaseException:
+                    done.errback()
+                else:
+                    done.callback(result)
+        finally:
+            self._running = False

@@ -26,6 +26,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import pubsub, rsm
 
+from libervia_cache.aio import SerialQueue
 from libervia_cache.analysis import Analyser, AnalyserRegistry, analyse_node
 from libervia_cache.bridge_api import register_bridge_methods
 from libervia_cache.hostapi import (
@@ -155,7 +156,7 @@ class PubsubCache:
         #: items asked per RSM page while synchronising
         self.sync_page_size = DEFAULT_PAGE_SIZE
         self._syncs: dict[SyncKey, RunningSync] = {}
-        self._event_lock = defer.DeferredLock()
+        self._event_queue = SerialQueue()
         #: why the cache cannot be used right now (None when it can)
         self.unavailable_reason: str | None = "the cache database is not open yet"
         self._reopen_delay = FIRST_REOPEN_DELAY
@@ -542,7 +543,7 @@ class PubsubCache:
                 progress=running.progress,
                 updated_by_events=running.updated_by_events,
                 is_cancelled=lambda: running.cancelled,
-                events_lock=self._event_lock,
+                events_queue=self._event_queue,
             )
         except defer.CancelledError:
             raise
@@ -618,9 +619,9 @@ class PubsubCache:
     def _on_event(self, client: Client, event: Any) -> defer.Deferred[None]:
         # Events are applied one at a time, in arrival order: two publications applied
         # concurrently could be stored in the wrong order.
-        return self._event_lock.run(
-            lambda: defer.Deferred.fromCoroutine(self._handle_event_safely(client, event))
-        )
+        if self.store is None:
+            return defer.succeed(None)
+        return self._event_queue.run(lambda: self._handle_event_safely(client, event))
 
     async def _handle_event_safely(self, client: Client, event: Any) -> None:
         try:

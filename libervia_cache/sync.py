@@ -21,7 +21,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import pubsub, rsm
 
-from libervia_cache.aio import as_deferred
+from libervia_cache.aio import SerialQueue, as_deferred
 from libervia_cache.analysis import Analyser
 from libervia_cache.hostapi import XEP0060, Client
 from libervia_cache.storage import NodeInfo, Store, SyncState
@@ -135,7 +135,7 @@ async def synchronise_node(
     progress: SyncProgress | None = None,
     updated_by_events: set[str] | None = None,
     is_cancelled: Callable[[], bool] = lambda: False,
-    events_lock: defer.DeferredLock | None = None,
+    events_queue: SerialQueue | None = None,
 ) -> SyncProgress:
     """Synchronise ``node_info`` completely; raise :class:`SyncError` when it cannot.
 
@@ -144,25 +144,25 @@ async def synchronise_node(
     (or resurrects) them. The caller owns the single-flight rule and the state changes
     around failures; ``progress`` is updated in place as pages are stored.
     ``is_cancelled`` is checked before every write, so a sync cancelled while a request
-    was in flight writes nothing more. ``events_lock`` is the lock under which events
-    are applied: the sync empties the node under it, so that an event is either applied
-    before (and then found in the pages) or after (and then kept, and skipped in pages).
+    was in flight writes nothing more. ``events_queue`` is the queue in which events
+    are applied: the sync empties the node as a job of it, so that an event is either
+    applied before (and then found in the pages) or after (and then kept, and skipped
+    in pages).
     """
     service = JID(node_info.service)
     node = node_info.name
     progress = progress if progress is not None else SyncProgress()
     updated_by_events = updated_by_events if updated_by_events is not None else set()
     extra = {k: v for k, v in node_info.extra.items() if k != "truncated"}
-    lock = events_lock if events_lock is not None else defer.DeferredLock()
-    await lock.acquire()
-    try:
+
+    async def empty_node() -> None:
         if is_cancelled():
             raise defer.CancelledError()
         await store.update_node(node_info.id, sync_state=SyncState.IN_PROGRESS, extra=extra)
         await store.purge_node_items(node_info.id)
         updated_by_events.clear()
-    finally:
-        lock.release()
+
+    await (events_queue or SerialQueue()).run(empty_node)
 
     try:
         await pubsub_plugin.subscribe(client, service, node)

@@ -1,0 +1,72 @@
+"""The Twisted/asyncio helpers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from twisted.internet import defer
+
+from libervia_cache.aio import SerialQueue, aio, as_deferred
+
+
+async def test_an_asyncio_coroutine_is_awaited_from_twisted() -> None:
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    assert await aio(double(21)) == 42
+
+
+async def test_as_deferred_takes_plain_coroutine_and_deferred_callables() -> None:
+    async def coroutine() -> str:
+        return "c"
+
+    assert await as_deferred(lambda: "p") == "p"
+    assert await as_deferred(coroutine) == "c"
+    assert await as_deferred(lambda: defer.succeed("d")) == "d"
+
+
+async def test_a_serial_queue_runs_jobs_one_at_a_time_in_order() -> None:
+    queue = SerialQueue()
+    order: list[str] = []
+    gate: defer.Deferred[None] = defer.Deferred()
+
+    async def slow() -> str:
+        order.append("slow starts")
+        await gate
+        order.append("slow ends")
+        return "slow"
+
+    first = queue.run(slow)
+    second = queue.run(lambda: order.append("quick") or "quick")
+    assert order == ["slow starts"]
+    gate.callback(None)
+    assert await first == "slow" and await second == "quick"
+    assert order == ["slow starts", "slow ends", "quick"]
+
+
+async def test_a_long_queue_of_synchronous_jobs_does_not_recurse() -> None:
+    queue = SerialQueue()
+    gate: defer.Deferred[None] = defer.Deferred()
+    blocker = queue.run(lambda: gate)
+    results = [queue.run(lambda n=n: n) for n in range(5000)]
+    gate.callback(None)
+    await blocker
+    assert await defer.gatherResults(results) == list(range(5000))
+
+
+async def test_a_failing_job_fails_its_deferred_only() -> None:
+    queue = SerialQueue()
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    failing = queue.run(boom)
+    after = queue.run(lambda: "still runs")
+    try:
+        await failing
+    except ValueError as error:
+        assert str(error) == "boom"
+    else:
+        raise AssertionError("the job's failure was lost")
+    assert await after == "still runs"
