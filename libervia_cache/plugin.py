@@ -42,6 +42,7 @@ from libervia_cache.sync import (
     DEFAULT_PAGE_SIZE,
     SyncError,
     SyncProgress,
+    normalise_item,
     parse_items,
     synchronise_node,
 )
@@ -157,6 +158,10 @@ class PubsubCache:
         self.sync_page_size = DEFAULT_PAGE_SIZE
         self._syncs: dict[SyncKey, RunningSync] = {}
         self._event_queue = SerialQueue()
+        #: at most this many freshness checks in flight after a (re)connection
+        self._freshness_slots = defer.DeferredSemaphore(4)
+        #: the freshness checks started by the last (re)connection (tests wait on it)
+        self.freshness_checks: defer.Deferred[Any] = defer.succeed(None)
         #: why the cache cannot be used right now (None when it can)
         self.unavailable_reason: str | None = "the cache database is not open yet"
         self._reopen_delay = FIRST_REOPEN_DELAY
@@ -215,7 +220,9 @@ class PubsubCache:
             self.store = None
 
     async def profile_connected(self, client: Client) -> None:
-        """Redo the syncs a crash or restart left IN_PROGRESS for this profile."""
+        """On each (re)connection of a profile: redo the syncs a crash, a restart or the
+        lost connection left IN_PROGRESS, and check that synchronised nodes did not
+        change while we could not hear their events."""
         store = self._require_store()
         for node_info in await store.get_nodes(
             profile=client.profile, sync_state=SyncState.IN_PROGRESS
@@ -228,6 +235,56 @@ class PubsubCache:
                 node_info.service,
             )
             self.start_sync(client, node_info)
+        completed = await store.get_nodes(profile=client.profile, sync_state=SyncState.COMPLETED)
+        if completed:
+            self.freshness_checks = defer.DeferredList(
+                [
+                    self._freshness_slots.run(self._check_freshness, client, info)
+                    for info in completed
+                ]
+            )
+
+    async def _check_freshness(self, client: Client, node_info: NodeInfo) -> None:
+        """Resynchronise a node whose newest item or count differ from the server's.
+
+        Events sent while the daemon was stopped or disconnected are lost. One request
+        per node (the RSM last page of one item, with the count) tells whether it
+        changed: a new, retracted or republished newest item, or a different count. A
+        service without RSM answers every item: the whole node is compared. A change of
+        an older item that leaves both untouched is not seen (``sync`` refreshes it).
+        """
+        store = self._require_store()
+        service = JID(node_info.service)
+        try:
+            items, metadata = await self.pubsub.get_items_from_network(
+                client, service, node_info.name, rsm_request=rsm.RSMRequest(max_=1, before="")
+            )
+        except Exception as error:
+            log.info(
+                "could not check node %s on %s for changes (%s): synchronising it again",
+                node_info.name,
+                node_info.service,
+                _describe(error),
+            )
+            self.start_sync(client, node_info)
+            return
+        server_rsm = metadata.get("rsm") or {}
+        if server_rsm:
+            cached = await store.get_items(node_info.id, rsm_max=1, before="")
+            fresh = cached.count == server_rsm.get("count") and cached.items == [
+                normalise_item(i).toXml() for i in items
+            ]
+        else:
+            cached = await store.get_items(node_info.id)
+            fresh = cached.items == [normalise_item(i).toXml() for i in items]
+        if fresh:
+            return
+        log.info(
+            "node %s on %s changed while its events could not reach us: synchronising it again",
+            node_info.name,
+            node_info.service,
+        )
+        self.start_sync(client, node_info)
 
     # --- analysers -------------------------------------------------------------------
 

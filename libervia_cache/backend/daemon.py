@@ -17,12 +17,11 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import rsm
-from tx_xmpp.client import XMPPClient
 from tx_xmpp.subprotocols import XMPPHandler
 
 from libervia_cache.aio import as_deferred
 from libervia_cache.backend.bridge import Bridge, BridgeError
-from libervia_cache.backend.clients import connect_client, disconnect_client
+from libervia_cache.backend.clients import ReconnectingClient, connect_client, disconnect_client
 from libervia_cache.backend.config import DaemonConfig, ProfileConfig
 from libervia_cache.backend.plugins import load_plugins
 from libervia_cache.backend.trigger import TriggerManager
@@ -48,7 +47,7 @@ class ProfileClient:
     """One connected profile (``hostapi.Client``)."""
 
     profile: str
-    xmpp: XMPPClient
+    xmpp: ReconnectingClient
     pubsub_client: EventDispatchingPubSubClient
 
     @property
@@ -121,13 +120,37 @@ class Daemon:
         pubsub_handler.client = client
         self.clients[profile.name] = client
         log.info("profile %s connected as %s", profile.name, client.jid.full())
+        await self._notify_connected(client)
+        self._watch_reconnections(client)
+        return client
+
+    async def _notify_connected(self, client: ProfileClient) -> None:
+        """Call every plugin's ``profile_connected`` (on connection and reconnection)."""
         for name, plugin in self.plugins.items():
             if hasattr(plugin, "profile_connected"):
                 try:
                     await as_deferred(plugin.profile_connected, client)
                 except Exception:
-                    log.exception("plugin %s failed on connection of %s", name, profile.name)
-        return client
+                    log.exception("plugin %s failed on connection of %s", name, client.profile)
+
+    def _watch_reconnections(self, client: ProfileClient) -> None:
+        """After each loss of the stream, tell plugins when it is back: what happened
+        meanwhile was not notified to us (e.g. pubsub events)."""
+
+        def lost(__: Any) -> None:
+            if self.clients.get(client.profile) is not client:
+                return  # stopped
+            log.warning("profile %s: connection lost, reconnecting", client.profile)
+            client.xmpp.when_connected().addCallback(back)
+
+        def back(__: Any) -> None:
+            if self.clients.get(client.profile) is not client:
+                return
+            log.info("profile %s: reconnected", client.profile)
+            defer.Deferred.fromCoroutine(self._notify_connected(client))
+            client.xmpp.when_disconnected().addCallback(lost)
+
+        client.xmpp.when_disconnected().addCallback(lost)
 
     async def stop(self) -> None:
         for name, plugin in reversed(list(self.plugins.items())):
@@ -136,9 +159,10 @@ class Daemon:
                     await as_deferred(plugin.stop)
                 except Exception:
                     log.exception("plugin %s failed to stop", name)
-        for client in list(self.clients.values()):
+        clients = list(self.clients.values())
+        self.clients.clear()  # first: a disconnection we asked for is no loss
+        for client in clients:
             await disconnect_client(client.xmpp)
-        self.clients.clear()
         await as_deferred(self.bridge.stop)
 
     @property

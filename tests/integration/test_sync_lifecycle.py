@@ -299,3 +299,33 @@ async def test_nodes_not_to_sync_are_written_back_for_search_but_never_served(
     found = await cache.search({"fts": "milk"})
     assert [(r["node"], r["item_id"]) for r in found] == [(node, "n1")]
     assert found[0]["parsed"] == {"text": "remember the milk"}
+
+
+async def test_changes_made_while_the_daemon_was_stopped_are_caught_up_at_start(
+    xmpp_server: XMPPServer, publisher: Publisher, tmp_path: Path, fresh_node: Callable[..., str]
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    changed, unchanged = fresh_node(MICROBLOG), fresh_node(MICROBLOG)
+    await make_node(publisher, service, changed, 6)
+    await make_node(publisher, service, unchanged, 4)
+    first = await start_daemon(tmp_path, xmpp_server)
+    for node in (changed, unchanged):
+        await first.plugins["PUBSUB_CACHE"].synchronise(first.get_client("bob"), service, node)
+    await first.stop()
+    # while no daemon listens: a publication and a retraction nobody tells the cache of
+    await publisher.publish(service, changed, [("late", atom_entry("late", "late"))])
+    await publisher.retract(service, changed, ["i01"], notify=True)
+
+    second = await start_daemon(tmp_path, xmpp_server)
+    try:
+        cache: PubsubCache = second.plugins["PUBSUB_CACHE"]
+        await cache.freshness_checks
+        assert cache.running_sync("bob", service, unchanged) is None
+        sync = cache.running_sync("bob", service, changed)
+        if sync is not None:
+            await sync
+        assert cache.counters.syncs_started == 1
+        for node in (changed, unchanged):
+            await assert_cache_equals_server(second, publisher, service, node)
+    finally:
+        await second.stop()
