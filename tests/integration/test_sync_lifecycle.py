@@ -14,6 +14,7 @@ from twisted.words.protocols.jabber.jid import JID
 from tx_xmpp import pubsub, rsm
 
 from libervia_cache.backend.daemon import Daemon
+from libervia_cache.hostapi import ConfigurationEvent
 from libervia_cache.plugin import PubsubCache
 from libervia_cache.storage import SyncState
 from tests.conftest import run
@@ -329,3 +330,42 @@ async def test_changes_made_while_the_daemon_was_stopped_are_caught_up_at_start(
             await assert_cache_equals_server(second, publisher, service, node)
     finally:
         await second.stop()
+
+
+async def test_a_configuration_change_resynchronises_where_the_server_notifies_it(
+    daemon: Daemon, publisher: Publisher, xmpp_server: XMPPServer, fresh_node: Callable[..., str]
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    await publisher.create_node(
+        service, node, {"pubsub#access_model": "open", "pubsub#notify_config": "1"}
+    )
+    await publisher.publish(service, node, [(f"i{n}", atom_entry(f"i{n}", "x")) for n in range(6)])
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    applied = AppliedEvents(daemon)
+    await cache.synchronise(daemon.get_client("bob"), service, node)
+    try:
+        await publisher.configure(service, node, {"pubsub#max_items": "3"})
+    except StanzaError as error:
+        # libervia-pubsub refuses a max_items below the number of items: nothing changed
+        assert (xmpp_server.kind, error.condition) == ("libervia-pubsub", "conflict")
+        await assert_cache_equals_server(daemon, publisher, service, node)
+        return
+    # events come in order: once this publication is applied, a configuration event
+    # sent before it was applied too
+    waiting = applied.wait_for_items(node, ["marker"], "the publication after configuring")
+    await publisher.publish(service, node, [("marker", atom_entry("marker", "m"))])
+    await waiting
+    configuration_events = applied.count(node, ConfigurationEvent)
+    if configuration_events:
+        assert cache.counters.syncs_started == 2, "a lower max_items resynchronises the node"
+        sync = cache.running_sync("bob", service, node)
+        if sync is not None:
+            await sync
+    else:
+        # Prosody drops the oldest items without any notification: the cache cannot
+        # know until the node is checked (at reconnection) or synchronised on demand
+        assert xmpp_server.kind == "prosody", f"{xmpp_server.kind} notifies configuration"
+        assert cache.counters.syncs_started == 1
+        await cache.synchronise(daemon.get_client("bob"), service, node)
+    await assert_cache_equals_server(daemon, publisher, service, node)
