@@ -35,7 +35,7 @@ from tx_xmpp import rsm
 
 # The bridge's typed error: the one import of the reference daemon on the plugin side
 # (hostapi has no error type yet; the Libervia backend has ``core.exceptions``).
-from libervia_cache.hostapi import BridgeError, Client, Host
+from libervia_cache.hostapi import BridgeError, Client, Host, NotConnected
 from libervia_cache.search import SearchQueryError
 from libervia_cache.storage import SyncState
 from libervia_cache.sync import SyncError
@@ -108,9 +108,9 @@ def server_error(error: StanzaError, what: str) -> BridgeError:
     return BridgeError("server", f"{what}: the pubsub service answered {error.condition}{text}")
 
 
-def _error_table() -> list[tuple[type[BaseException], str, Callable[[Any], str]]]:
+def _error_table() -> list[tuple[Any, str, Callable[[Any], str]]]:
     """Exceptions of the plugin's API -> (bridge error kind, one-line message)."""
-    from libervia_cache.plugin import CacheUnavailable  # plugin imports this module
+    from libervia_cache.plugin import STORE_ERRORS, CacheUnavailable
 
     return [
         (SearchQueryError, "bad_request", str),
@@ -118,7 +118,13 @@ def _error_table() -> list[tuple[type[BaseException], str, Callable[[Any], str]]
         (StanzaError, "server", lambda e: f"the pubsub service answered {e.condition}"),
         (defer.TimeoutError, "timeout", lambda e: "the pubsub service did not answer in time"),
         (CacheUnavailable, "unavailable", lambda e: f"the cache is unavailable: {e}"),
+        (NotConnected, "unavailable", str),
+        (STORE_ERRORS, "unavailable", lambda e: f"the cache database failed: {_one_line(e)}"),
     ]
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 def typed_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:

@@ -47,6 +47,10 @@ class BridgeError(Exception):
         return self.message
 
 
+class NotConnected(ConnectionError):
+    """The profile's stream to its server is down (the client is reconnecting)."""
+
+
 class TriggerManager(Protocol):
     """Named trigger points (pluggy-like): callbacks run by decreasing priority."""
 

@@ -10,6 +10,7 @@ Hooked on the daemon's items request path (see ``doc/`` and DESIGN.md):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -160,6 +161,9 @@ class PubsubCache:
         self._event_queue = SerialQueue()
         #: at most this many freshness checks in flight after a (re)connection
         self._freshness_slots = defer.DeferredSemaphore(4)
+        #: synced nodes not yet checked for changes since their profile (re)connected
+        self._unchecked: set[SyncKey] = set()
+        self._profiles_unverified: set[str] = set()
         #: the freshness checks started by the last (re)connection (tests wait on it)
         self.freshness_checks: defer.Deferred[Any] = defer.succeed(None)
         #: why the cache cannot be used right now (None when it can)
@@ -198,7 +202,7 @@ class PubsubCache:
             self._reopen_call = reactor.callLater(self._reopen_delay, self._retry_open)
             self._reopen_delay = min(self._reopen_delay * 2, MAX_REOPEN_DELAY)
         else:
-            if self.unavailable_reason is not None:
+            if self._reopen_delay != FIRST_REOPEN_DELAY:
                 log.info("the cache database is open again")
             self.unavailable_reason = None
             self._reopen_delay = FIRST_REOPEN_DELAY
@@ -223,6 +227,15 @@ class PubsubCache:
         """On each (re)connection of a profile: redo the syncs a crash, a restart or the
         lost connection left IN_PROGRESS, and check that synchronised nodes did not
         change while we could not hear their events."""
+        # synchronously, before any await: no read of this profile is answered from
+        # the cache until its nodes are listed for checking
+        self._profiles_unverified.add(client.profile)
+        try:
+            await self._resume_and_check(client)
+        finally:
+            self._profiles_unverified.discard(client.profile)
+
+    async def _resume_and_check(self, client: Client) -> None:
         store = self._require_store()
         for node_info in await store.get_nodes(
             profile=client.profile, sync_state=SyncState.IN_PROGRESS
@@ -236,6 +249,8 @@ class PubsubCache:
             )
             self.start_sync(client, node_info)
         completed = await store.get_nodes(profile=client.profile, sync_state=SyncState.COMPLETED)
+        # until its check says it did not change, a node is answered by the network
+        self._unchecked.update((client.profile, i.service, i.name) for i in completed)
         if completed:
             self.freshness_checks = defer.DeferredList(
                 [
@@ -253,6 +268,13 @@ class PubsubCache:
         service without RSM answers every item: the whole node is compared. A change of
         an older item that leaves both untouched is not seen (``sync`` refreshes it).
         """
+        key: SyncKey = (client.profile, node_info.service, node_info.name)
+        try:
+            await self._compare_with_server(client, node_info)
+        finally:
+            self._unchecked.discard(key)
+
+    async def _compare_with_server(self, client: Client, node_info: NodeInfo) -> None:
         store = self._require_store()
         service = JID(node_info.service)
         try:
@@ -379,6 +401,12 @@ class PubsubCache:
             if node_info is not None and node_info.sync_state is SyncState.IN_PROGRESS:
                 self._restart_if_stale(client, node_info)
             self.counters.miss("not synchronised")
+            return None
+        if (
+            client.profile in self._profiles_unverified
+            or (client.profile, node_info.service, node_info.name) in self._unchecked
+        ):
+            self.counters.miss("checked for changes after a reconnection")
             return None
         return await self.get_items_from_cache(
             client, service, node, max_items, item_ids, rsm_request, node_info=node_info
@@ -558,7 +586,9 @@ class PubsubCache:
                 return result
 
             running.deferred.addBoth(done)
-            running.deferred.addErrback(lambda failure: failure.trap(defer.CancelledError))
+            running.deferred.addErrback(
+                lambda failure: failure.trap(defer.CancelledError, asyncio.CancelledError)
+            )
         observer = self.running_sync(*key)
         return observer if observer is not None else defer.succeed(None)
 
@@ -602,7 +632,7 @@ class PubsubCache:
                 is_cancelled=lambda: running.cancelled,
                 events_queue=self._event_queue,
             )
-        except defer.CancelledError:
+        except (defer.CancelledError, asyncio.CancelledError):
             raise
         except Exception as error:
             if running.cancelled:

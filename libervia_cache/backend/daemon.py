@@ -26,6 +26,7 @@ from libervia_cache.backend.config import DaemonConfig, ProfileConfig
 from libervia_cache.backend.plugins import load_plugins
 from libervia_cache.backend.trigger import TriggerManager
 from libervia_cache.backend.xep_0060 import XEP_0060, EventDispatchingPubSubClient
+from libervia_cache.hostapi import NotConnected
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,8 @@ class Daemon:
             raise BridgeError("server", f"the pubsub service answered {error.condition}") from None
         except defer.TimeoutError:
             raise BridgeError("timeout", "the pubsub service did not answer in time") from None
+        except NotConnected as error:
+            raise BridgeError("unavailable", str(error)) from None
         return {"items": [item.toXml() for item in items], "metadata": metadata}
 
 

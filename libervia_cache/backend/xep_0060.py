@@ -22,7 +22,13 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import data_form, pubsub, rsm
 
-from libervia_cache.hostapi import Client, ConfigurationEvent, ItemsResult, PubsubEventHandler
+from libervia_cache.hostapi import (
+    Client,
+    ConfigurationEvent,
+    ItemsResult,
+    NotConnected,
+    PubsubEventHandler,
+)
 
 if TYPE_CHECKING:
     from libervia_cache.hostapi import Host
@@ -173,6 +179,8 @@ class XEP_0060:
         Errors of the service come back as ``StanzaError``; no answer within
         ``iq_timeout`` seconds fails with ``defer.TimeoutError``.
         """
+        if not_connected := _not_connected(client):
+            return defer.fail(not_connected)
         d = client.pubsub_client.items(
             service,
             node,
@@ -200,6 +208,8 @@ class XEP_0060:
         The service MAY answer ``pending`` or ``unconfigured``: that fails with
         tx_xmpp's ``SubscriptionPending``/``SubscriptionUnconfigured``.
         """
+        if not_connected := _not_connected(client):
+            return defer.fail(not_connected)
         d = client.pubsub_client.subscribe(service, node, client.jid.userhostJID())
         d.addTimeout(self.iq_timeout, reactor)
         return d
@@ -208,6 +218,8 @@ class XEP_0060:
         self, client: Client, service: JID | None, node: str
     ) -> defer.Deferred[dict[str, Any]]:
         """The node configuration form values (XEP-0060 §8.2, owner only)."""
+        if not_connected := _not_connected(client):
+            return defer.fail(not_connected)
         request = pubsub.PubSubRequest("configureGet")
         request.recipient = service
         request.nodeIdentifier = node
@@ -222,6 +234,14 @@ class XEP_0060:
 
         d.addCallback(parse)
         return d
+
+
+def _not_connected(client: Client) -> NotConnected | None:
+    """A NotConnected error when the profile's stream is down: requests cannot be sent
+    (tx_xmpp would fail on the missing stream), callers treat it as transient."""
+    if client.pubsub_client.xmlstream is None:
+        return NotConnected(f"profile {client.profile} is not connected to its server")
+    return None
 
 
 def _log_handler_failure(failure: Failure, handler: PubsubEventHandler) -> None:
