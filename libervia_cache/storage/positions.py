@@ -60,3 +60,33 @@ def renumber_sync(connection: Connection, node_ids: Iterable[int]) -> None:
             .where(nodes.c.id == node_id)
             .values({gap: None for _, gap in ORDERS.values()})
         )
+
+
+#: a gap with at most this many rows above it is closed in the transaction that opened
+#: it (a retract or republish of a recent item: reads then never wait for a write);
+#: deeper gaps are left for the next read, which closes them once
+EAGER_RENUMBER_ROWS = 2000
+
+
+def close_shallow_gaps(connection: Connection, node_id: int) -> None:
+    """Close the gaps of ``node_id`` now if only a few rows lie above them."""
+    row = connection.execute(
+        select(
+            nodes.c.position_gap_from,
+            nodes.c.creation_gap_from,
+            select(func.max(items.c.position)).where(items.c.node_id == node_id).scalar_subquery(),
+            select(func.max(items.c.creation_position))
+            .where(items.c.node_id == node_id)
+            .scalar_subquery(),
+        ).where(nodes.c.id == node_id)
+    ).one_or_none()
+    if row is None:
+        return
+    position_gap, creation_gap, position_high, creation_high = row
+    depths = [
+        high - gap
+        for gap, high in ((position_gap, position_high), (creation_gap, creation_high))
+        if gap is not None and high is not None
+    ]
+    if depths and max(depths) <= EAGER_RENUMBER_ROWS:
+        renumber_sync(connection, [node_id])

@@ -388,9 +388,12 @@ class Store:
         wanted = list(item_ids)
 
         def run(connection: Connection) -> int:
-            return _delete_items_sync(
+            deleted = _delete_items_sync(
                 connection, (items.c.node_id == node_id) & _in_json(items.c.item_id, wanted)
             )
+            if deleted:
+                positions.close_shallow_gaps(connection, node_id)
+            return deleted
 
         return await self._write(run) if wanted else 0
 
@@ -645,6 +648,8 @@ def _cache_items_sync(
         connection.execute(update(items).where(items.c.id == bindparam("row_id")), updates)
     if inserts:
         connection.execute(items.insert(), inserts)
+    if updates:
+        positions.close_shallow_gaps(connection, node_id)
 
 
 __all__ = ["CachedItem", "Store"]

@@ -229,3 +229,16 @@ async def test_in_memory_database_works() -> None:
         assert (page.item_ids, page.count) == (["b"], 1)
     finally:
         await store.close()
+
+
+async def test_retracting_or_republishing_a_recent_item_leaves_reads_on_the_fast_path(
+    store: Store, node: NodeInfo
+) -> None:
+    await store.cache_items(node.id, items(*(f"i{n}" for n in range(10))))
+    await store.delete_items(node.id, ["i7"])
+    await store.cache_items(node.id, items("i8"))  # republished: the newest
+    page = store.get_items(node.id, rsm_max=3, before="")
+    # answered at once on the read connection: no gap was left for a write to close
+    assert page.called
+    answer = await page
+    assert answer.item_ids == ["i6", "i9", "i8"] and (answer.index, answer.count) == (6, 9)
