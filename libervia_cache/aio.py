@@ -72,9 +72,6 @@ class SerialQueue:
         self._jobs: deque[tuple[Callable[[], Any], defer.Deferred[Any]]] = deque()
         self._running = False
 
-    def __len__(self) -> int:
-        return len(self._jobs)
-
     def run(self, job: Callable[[], Any]) -> defer.Deferred[Any]:
         """Queue ``job`` (plain, coroutine function or Deferred-returning); a Deferred
         of its result."""

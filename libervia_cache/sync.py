@@ -162,7 +162,8 @@ async def synchronise_node(
         await store.purge_node_items(node_info.id)
         updated_by_events.clear()
 
-    await (events_queue or SerialQueue()).run(empty_node)
+    queue = events_queue if events_queue is not None else SerialQueue()
+    await queue.run(empty_node)
 
     try:
         await pubsub_plugin.subscribe(client, service, node)
@@ -177,7 +178,10 @@ async def synchronise_node(
     else:
         await store.update_node(node_info.id, subscribed=True)
 
-    seen: set[str] = set()
+    # ids of items that events stored during the sync and that a page held too (the
+    # count check needs them); the duplicate check asks the store, so memory does not
+    # grow with the node
+    paged_event_ids: set[str] = set()
     request = rsm.RSMRequest(max_=page_size, before="")
     # item ids of the previous page, newest last: when the service keys pages by item id
     # and the key of the next page was retracted meanwhile (libervia-pubsub then answers
@@ -193,7 +197,8 @@ async def synchronise_node(
         rsm_data = metadata.get("rsm") or {}
         ids = [item.getAttribute("id") for item in items]
         present = [i for i in ids if i]
-        repeated = seen.intersection(present) | {i for i in present if present.count(i) > 1}
+        held = await store.held_item_ids(node_info.id, present)
+        repeated = (held - updated_by_events) | {i for i in present if present.count(i) > 1}
         if repeated:
             raise SyncError(
                 f"node {node} on {service.full()}: the service returned item(s) "
@@ -222,12 +227,17 @@ async def synchronise_node(
                 f"node {node} on {service.full()}: the service sent a page without RSM "
                 "keys and more items are due; synchronisation stopped"
             )
-        seen.update(present)
+        paged_event_ids.update(updated_by_events.intersection(present))
         room = limit - progress.stored
         truncated = len(items) > room or (len(items) == room and not oldest_page)
         if oldest_page and not truncated:
             _check_count(
-                node, service, count, progress.stored + len(items), seen, updated_by_events
+                node,
+                service,
+                count,
+                progress.stored + len(items),
+                paged_event_ids,
+                updated_by_events,
             )
         if truncated and not is_cancelled():
             items = items[len(items) - room :] if room else []
@@ -264,7 +274,7 @@ def _check_count(
     service: JID,
     count: int | None,
     paged: int,
-    seen: set[str],
+    paged_event_ids: set[str],
     updated_by_events: set[str],
 ) -> None:
     """Refuse to complete a node when the service said it holds more than was paged.
@@ -274,7 +284,7 @@ def _check_count(
     """
     if count is None:
         return
-    known = paged + len(updated_by_events - seen)
+    known = paged + len(updated_by_events - paged_event_ids)
     if known < count:
         raise SyncError(
             f"node {node} on {service.full()}: paging ended after {paged} items but the "

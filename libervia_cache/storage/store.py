@@ -382,6 +382,25 @@ class Store:
         await self._write(run)
 
     @deferred_method
+    async def held_item_ids(self, node_id: int, item_ids: Iterable[str]) -> set[str]:
+        """Which of ``item_ids`` the node holds (a sync's duplicate check, in constant
+        memory whatever the node's size)."""
+        wanted = list(item_ids)
+        if not wanted:
+            return set()
+
+        def run(connection: Connection) -> set[str]:
+            return set(
+                connection.execute(
+                    select(items.c.item_id).where(
+                        items.c.node_id == node_id, _in_json(items.c.item_id, wanted)
+                    )
+                ).scalars()
+            )
+
+        return await self._read(run)
+
+    @deferred_method
     async def delete_items(self, node_id: int, item_ids: Iterable[str]) -> int:
         """Delete items by id (XEP-0060 retract); unknown ids are ignored. Returns the
         number deleted."""
