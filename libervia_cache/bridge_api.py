@@ -30,12 +30,18 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from twisted.internet import defer, task
 from twisted.words.protocols.jabber.error import StanzaError
-from twisted.words.protocols.jabber.jid import JID, InvalidFormat
-from tx_xmpp import rsm
+from twisted.words.protocols.jabber.jid import JID
 
 # The bridge's typed error: the one import of the reference daemon on the plugin side
 # (hostapi has no error type yet; the Libervia backend has ``core.exceptions``).
-from libervia_cache.hostapi import BridgeError, Client, Host, NotConnected
+from libervia_cache.hostapi import (
+    BridgeError,
+    Client,
+    Host,
+    NotConnected,
+    parse_jid,
+    rsm_request,
+)
 from libervia_cache.search import SearchQueryError
 from libervia_cache.storage import SyncState
 from libervia_cache.sync import SyncError
@@ -47,7 +53,6 @@ if TYPE_CHECKING:
 PROGRESS_INTERVAL = 0.2
 
 #: RSM request keys of the JSON form, in the order RSMRequest takes them.
-RSM_KEYS = ("max", "after", "before", "index")
 
 ProgressSink = Callable[[dict[str, Any]], None]
 
@@ -68,38 +73,6 @@ def to_json(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
-
-
-def parse_jid(service: str | None, part: str = "service") -> JID | None:
-    """A service JID from its string (None or "": the profile's own PEP service)."""
-    if not service:
-        return None
-    if not isinstance(service, str):
-        raise BridgeError("bad_request", f"{part}: must be a JID string, not {service!r}")
-    try:
-        return JID(service)
-    except InvalidFormat as e:
-        raise BridgeError("bad_request", f"{part}: {service!r} is not a valid JID ({e})") from None
-
-
-def rsm_request(data: Mapping[str, Any] | None) -> rsm.RSMRequest | None:
-    """An RSM request from its JSON form ``{"max", "after", "before", "index"}``."""
-    if data is None:
-        return None
-    if not isinstance(data, Mapping):
-        raise BridgeError("bad_request", f"rsm: must be an object, not {data!r}")
-    unknown = set(data) - set(RSM_KEYS)
-    if unknown:
-        raise BridgeError("bad_request", f"rsm: unknown key(s) {', '.join(sorted(unknown))}")
-    try:
-        return rsm.RSMRequest(
-            max_=int(data.get("max", 10)),
-            after=data.get("after"),
-            before=data.get("before"),
-            index=data.get("index"),
-        )
-    except (AssertionError, ValueError, TypeError):
-        raise BridgeError("bad_request", "rsm: use at most one of after, before, index") from None
 
 
 def server_error(error: StanzaError, what: str) -> BridgeError:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer
-from twisted.words.protocols.jabber.jid import JID
+from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from twisted.words.xish import domish
 from tx_xmpp import rsm
 
@@ -176,3 +176,42 @@ class Host(Protocol):
 
     def get_client(self, profile: str) -> Client:
         """The connected client of ``profile``; raises ``KeyError`` if unknown."""
+
+
+# --- JSON forms of bridge arguments (shared by the daemon's and the plugins' methods) --
+
+#: keys of an RSM request in its JSON form
+RSM_KEYS = ("max", "after", "before", "index")
+
+
+def parse_jid(service: str | None, part: str = "service") -> JID | None:
+    """A service JID from its string (None or "": the profile's own PEP service);
+    ``bad_request`` naming ``part`` for anything else."""
+    if not service:
+        return None
+    if not isinstance(service, str):
+        raise BridgeError("bad_request", f"{part}: must be a JID string, not {service!r}")
+    try:
+        return JID(service)
+    except InvalidFormat as e:
+        raise BridgeError("bad_request", f"{part}: {service!r} is not a valid JID ({e})") from None
+
+
+def rsm_request(data: Mapping[str, Any] | None) -> rsm.RSMRequest | None:
+    """An RSM request from its JSON form ``{"max", "after", "before", "index"}``."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise BridgeError("bad_request", f"rsm: must be an object, not {data!r}")
+    unknown = set(data) - set(RSM_KEYS)
+    if unknown:
+        raise BridgeError("bad_request", f"rsm: unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        return rsm.RSMRequest(
+            max_=int(data.get("max", 10)),
+            after=data.get("after"),
+            before=data.get("before"),
+            index=data.get("index"),
+        )
+    except (AssertionError, ValueError, TypeError):
+        raise BridgeError("bad_request", "rsm: use at most one of after, before, index") from None

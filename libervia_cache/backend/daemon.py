@@ -16,7 +16,6 @@ from twisted.internet import defer
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
-from tx_xmpp import rsm
 from tx_xmpp.subprotocols import XMPPHandler
 
 from libervia_cache.aio import as_deferred
@@ -26,7 +25,8 @@ from libervia_cache.backend.config import DaemonConfig, ProfileConfig
 from libervia_cache.backend.plugins import load_plugins
 from libervia_cache.backend.trigger import TriggerManager
 from libervia_cache.backend.xep_0060 import XEP_0060, EventDispatchingPubSubClient
-from libervia_cache.hostapi import NotConnected
+from libervia_cache.hostapi import NotConnected, parse_jid
+from libervia_cache.hostapi import rsm_request as parse_rsm
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +182,11 @@ class Daemon:
     ) -> dict[str, Any]:
         """The transparent read: items as XML strings and the metadata of the answer."""
         client = self.get_client(profile or self.default_profile)
-        rsm_request = rsm_request_from_dict(rsm) if rsm else None
+        rsm_request = parse_rsm(rsm)
         try:
             items, metadata = await self.xep_0060.get_items(
                 client,
-                JID(service) if service else None,
+                parse_jid(service),
                 node,
                 max_items=max_items,
                 item_ids=item_ids,
@@ -200,21 +200,3 @@ class Daemon:
         except NotConnected as error:
             raise BridgeError("unavailable", str(error)) from None
         return {"items": [item.toXml() for item in items], "metadata": metadata}
-
-
-def rsm_request_from_dict(data: dict[str, Any]) -> rsm.RSMRequest:
-    """An RSM request from its JSON form: ``max``, ``after``, ``before``, ``index``."""
-    unknown = set(data) - {"max", "after", "before", "index"}
-    if unknown:
-        raise BridgeError("bad_request", f"unknown RSM key(s): {', '.join(sorted(unknown))}")
-    try:
-        return rsm.RSMRequest(
-            max_=int(data.get("max", 10)),
-            after=data.get("after"),
-            before=data.get("before"),
-            index=data.get("index"),
-        )
-    except (AssertionError, ValueError, TypeError):
-        raise BridgeError(
-            "bad_request", "invalid RSM request: use one of after, before or index"
-        ) from None
