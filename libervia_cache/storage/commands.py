@@ -1,8 +1,8 @@
 """``libervia-cache db``: Alembic commands on the configured database, in-process.
 
-The database URL comes from ``ctx.obj["db_url"]`` when the group is mounted in the main
-CLI, else from ``--db-url`` (default: the per-user database). Each command prints a
-one-line summary.
+The database URL comes from ``--db-url`` when given, else from the main CLI's context
+(the configured ``[pubsub_cache] db_url``), else the per-user default database. Each
+command prints a one-line summary.
 """
 
 from __future__ import annotations
