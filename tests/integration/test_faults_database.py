@@ -21,6 +21,7 @@ from twisted.words.protocols.jabber.jid import JID
 
 from libervia_cache import plugin as plugin_module
 from libervia_cache.backend.bridge import BridgeError
+from libervia_cache.hostapi import Client
 from libervia_cache.plugin import PubsubCache
 from libervia_cache.storage import SyncState
 from libervia_cache.storage import engine as engine_module
@@ -118,6 +119,17 @@ def locked_by_another_process(database: Path) -> Iterator[None]:
         assert locker.wait(timeout=30) == 0
 
 
+async def assert_failed_and_not_served(
+    cache: PubsubCache, client: Client, service: JID, node: str, log: str, reason: str
+) -> None:
+    """The sync of ``node`` failed with ``reason`` in the log, and is never served."""
+    assert f"synchronisation of node {node} on {service.full()} failed" in log
+    assert reason in log
+    node_info = await cache.store.get_node("bob", service.full(), node)
+    assert node_info is not None and node_info.sync_state is not SyncState.COMPLETED
+    assert await cache.get_items_from_cache(client, service, node) is None
+
+
 async def test_a_locked_database_fails_syncs_clearly_keeps_serving_reads_and_loses_nothing(
     xmpp_server: XMPPServer,
     publisher: Publisher,
@@ -146,11 +158,9 @@ async def test_a_locked_database_fails_syncs_clearly_keeps_serving_reads_and_los
             with pytest.raises(SyncError):
                 await sync
             gate.remove()
-            assert f"synchronisation of node {unsynced} on {service.full()} failed" in log_text()
-            assert "database is locked" in log_text()
-            node_info = await cache.store.get_node("bob", service.full(), unsynced)
-            assert node_info is not None and node_info.sync_state is not SyncState.COMPLETED
-            assert await cache.get_items_from_cache(bob, service, unsynced) is None
+            await assert_failed_and_not_served(
+                cache, bob, service, unsynced, log_text(), "database is locked"
+            )
             # reads go on: the synced node from the cache, the other from the network
             items, metadata = await daemon.xep_0060.get_items(bob, service, synced)
             assert metadata["cached"] is True and [i["id"] for i in items] == synced_ids
@@ -284,11 +294,9 @@ async def test_a_full_disk_fails_syncs_clearly_keeps_serving_and_loses_nothing_o
             with pytest.raises(SyncError):
                 await sync
             gate.remove()
-            assert f"synchronisation of node {big} on {service.full()} failed" in log_text()
-            assert "database or disk is full" in log_text()
-            node_info = await cache.store.get_node("bob", service.full(), big)
-            assert node_info is not None and node_info.sync_state is not SyncState.COMPLETED
-            assert await cache.get_items_from_cache(bob, service, big) is None
+            await assert_failed_and_not_served(
+                cache, bob, service, big, log_text(), "database or disk is full"
+            )
             items, metadata = await daemon.xep_0060.get_items(bob, service, big)
             assert metadata["cached"] is False and [i["id"] for i in items] == big_ids
             items, metadata = await daemon.xep_0060.get_items(bob, service, synced)
