@@ -1,34 +1,23 @@
 """The daemon's control socket: bridge methods exposed to frontends (the CLI).
 
-Server side, :class:`Bridge` implements :class:`hostapi.Bridge`: plugins register
-methods, the daemon listens on a local Unix socket that only its owner may use. Client
-side, :class:`BridgeClient` is a small blocking client (stdlib sockets) for the CLI.
-
-Wire protocol: newline-delimited JSON (UTF-8), one object per line.
-
-- request: ``{"id": <any JSON>, "method": "name", "params": {"key": value, ...}}``
-- reply: ``{"id": ..., "result": <JSON>}`` or
-  ``{"id": ..., "error": {"kind": "not_found", "message": "one line"}}``
-- progress: ``{"id": ..., "progress": {...}}``, zero or more before the reply, sent by
-  methods that take a ``progress`` parameter (they receive a ``progress(dict)`` callable).
+:class:`Bridge` implements :class:`hostapi.Bridge`: plugins register methods, the daemon
+listens on a local Unix socket that only its owner may use. The wire protocol is
+:mod:`libervia_cache.control.protocol`; the client side is
+:class:`libervia_cache.control.ControlClient`.
 
 Requests on one connection run concurrently; replies carry the request's id. A line
 longer than :data:`MAX_LINE_LENGTH` gets a ``too_large`` error and the connection is
 closed; any other bad request gets a ``bad_request`` error and the connection stays
-usable. Error kinds and their CLI exit codes are the table :data:`ERROR_KINDS`.
+usable. Error kinds and their CLI exit codes are :data:`libervia_cache.errors.KINDS`.
 """
 
 from __future__ import annotations
 
-import errno
 import inspect
-import itertools
 import json
 import logging
 import os
-import socket
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,62 +26,13 @@ from typing import Any
 from twisted.internet import defer, endpoints, protocol
 from twisted.python.failure import Failure
 
-from libervia_cache.aio import as_deferred
-from libervia_cache.hostapi import BridgeError
+from libervia_cache.control.protocol import MAX_LINE_LENGTH, encode
+from libervia_cache.errors import BridgeError, one_line
+from libervia_cache.hostapi import as_deferred
 
-__all__ = [
-    "ERROR_KINDS",
-    "EXIT_FAILURE",
-    "EXIT_UNREACHABLE",
-    "EXIT_USER_ERROR",
-    "MAX_LINE_LENGTH",
-    "AlreadyRunning",
-    "Bridge",
-    "BridgeClient",
-    "BridgeError",
-    "DaemonUnreachable",
-    "exit_code",
-]
+__all__ = ["MAX_LINE_LENGTH", "AlreadyRunning", "Bridge"]
 
 log = logging.getLogger(__name__)
-
-#: Longest request line the daemon accepts (bytes, newline excluded).
-MAX_LINE_LENGTH = 4 * 1024 * 1024
-
-EXIT_USER_ERROR = 1
-EXIT_UNREACHABLE = 2
-EXIT_FAILURE = 3
-
-#: Every error kind of the bridge, with the exit code the CLI uses for it.
-ERROR_KINDS: dict[str, int] = {
-    "bad_request": EXIT_USER_ERROR,  # malformed request, bad or missing argument
-    "not_found": EXIT_USER_ERROR,  # unknown profile, node, item...
-    "unknown_method": EXIT_USER_ERROR,
-    "not_cached": EXIT_USER_ERROR,  # a cache-only read of a node that is not synced
-    "conflict": EXIT_USER_ERROR,  # e.g. a sync already running
-    "unreachable": EXIT_UNREACHABLE,  # no daemon answers on the control socket
-    "server": EXIT_FAILURE,  # the XMPP server failed or refused
-    "unavailable": EXIT_FAILURE,  # the profile is not connected to its server
-    "internal": EXIT_FAILURE,  # a bug: the traceback is in the daemon's log
-    "timeout": EXIT_FAILURE,
-    "too_large": EXIT_FAILURE,  # request line over MAX_LINE_LENGTH
-}
-
-
-def exit_code(kind: str) -> int:
-    """CLI exit code of an error kind (unknown kinds count as failures)."""
-    return ERROR_KINDS.get(kind, EXIT_FAILURE)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-class DaemonUnreachable(BridgeError):
-    """No daemon answers on the control socket."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("unreachable", message)
 
 
 class AlreadyRunning(Exception):
@@ -111,7 +51,7 @@ class _Method:
 
 
 def _describe(failure: Failure) -> str:
-    message = _one_line(str(failure.value))
+    message = one_line(str(failure.value))
     name = failure.type.__name__ if failure.type is not None else "Exception"
     return f"{name}: {message}" if message else name
 
@@ -164,8 +104,7 @@ class _BridgeConnection(protocol.Protocol):
         transport: Any = self.transport  # zope interfaces confuse mypy
         if transport is None or not self.connected:
             return
-        data = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        transport.write(data.encode() + b"\n")
+        transport.write(encode(message))
 
     def _close(self) -> None:
         transport: Any = self.transport
@@ -206,7 +145,7 @@ class _BridgeConnection(protocol.Protocol):
             self.send({"id": request_id, "result": result})
         except (TypeError, ValueError) as e:
             log.error("bridge method %s returned a result that is not JSON: %r", method, result)
-            message = f"result of {method} is not JSON-serialisable: {_one_line(str(e))}"
+            message = f"result of {method} is not JSON-serialisable: {one_line(str(e))}"
             self._error(request_id, BridgeError("internal", message))
 
     def _error(self, request_id: Any, error: BridgeError) -> None:
@@ -344,124 +283,3 @@ async def _answers(reactor: Any, path: Path) -> bool:
         return False
     connection.transport.loseConnection()
     return True
-
-
-# --- client
-
-
-class BridgeClient:
-    """Blocking client of the control socket (stdlib sockets; for the CLI).
-
-    Each call opens its own connection, so one client may be used from several threads.
-    """
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._ids = itertools.count(1)
-
-    def call(
-        self,
-        method: str,
-        params: dict[str, Any] | None = None,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
-        timeout: float | None = None,
-    ) -> Any:
-        """Call ``method`` with keyword ``params`` and return its result.
-
-        ``on_progress`` receives each progress message. ``timeout`` (seconds) bounds
-        the whole call. Raises :class:`DaemonUnreachable` if no daemon listens, and
-        :class:`BridgeError` for an error reply, a timeout (``timeout``) or a
-        connection lost before the reply (``internal``).
-        """
-        request_id = next(self._ids)
-        line = json.dumps(
-            {"id": request_id, "method": method, "params": params or {}},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode()
-        if len(line) > MAX_LINE_LENGTH:
-            raise BridgeError(
-                "too_large", f"request to {method} is larger than {MAX_LINE_LENGTH} bytes"
-            )
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._connect(timeout) as sock:
-            try:
-                sock.sendall(line + b"\n")
-            except TimeoutError:
-                raise self._timeout(method, timeout) from None
-            except OSError:
-                pass  # the daemon may have closed after answering (e.g. too_large): read it
-            for message in self._messages(sock, method, deadline, timeout):
-                if message.get("id") not in (request_id, None):
-                    continue
-                if "progress" in message:
-                    if on_progress is not None:
-                        on_progress(message["progress"])
-                elif "error" in message:
-                    error = message["error"] or {}
-                    kind = str(error.get("kind", "internal"))
-                    text = str(error.get("message", "unknown error"))
-                    if kind == "unreachable":
-                        raise DaemonUnreachable(text)
-                    raise BridgeError(kind, text)
-                elif "result" in message:
-                    return message["result"]
-        raise BridgeError("internal", f"the daemon closed the connection before answering {method}")
-
-    def _connect(self, timeout: float | None) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(str(self.path))
-        except OSError as e:
-            sock.close()
-            if e.errno in (errno.ENOENT, errno.ENOTDIR):
-                why = "not found"
-            elif e.errno == errno.ECONNREFUSED:
-                why = "refuses connections"
-            elif e.errno == errno.EACCES:
-                why = "is not accessible: permission denied"
-            else:
-                why = f"is unusable: {e.strerror}"
-            raise DaemonUnreachable(
-                f"no daemon is running (control socket {self.path} {why}); "
-                "start it with `libervia-cache daemon`"
-            ) from None
-        return sock
-
-    def _messages(
-        self, sock: socket.socket, method: str, deadline: float | None, timeout: float | None
-    ) -> Any:
-        """Yield the JSON messages the daemon sends, until it closes the connection."""
-        buffer = bytearray()
-        while True:
-            end = buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(buffer[:end])
-                del buffer[: end + 1]
-                if line.strip():
-                    try:
-                        message = json.loads(line)
-                    except ValueError:
-                        raise BridgeError("internal", "the daemon sent malformed JSON") from None
-                    if isinstance(message, dict):
-                        yield message
-                continue
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._timeout(method, timeout)
-                sock.settimeout(remaining)
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                raise self._timeout(method, timeout) from None
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                return
-            buffer += chunk
-
-    @staticmethod
-    def _timeout(method: str, timeout: float | None) -> BridgeError:
-        return BridgeError("timeout", f"no answer from the daemon to {method} within {timeout} s")

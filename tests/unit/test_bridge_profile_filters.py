@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from libervia_cache.backend.bridge import Bridge, BridgeError
+from libervia_cache.backend.bridge import Bridge
+from libervia_cache.errors import BridgeError
 from tests.unit.storage.conftest import db_url, store  # noqa: F401
 from tests.unit.storage.test_search_purge_fuzz import bridge  # noqa: F401
 

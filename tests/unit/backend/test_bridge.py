@@ -19,16 +19,9 @@ import pytest
 from twisted.internet import defer, reactor, task, threads
 from twisted.python.threadpool import ThreadPool
 
-from libervia_cache.backend.bridge import (
-    ERROR_KINDS,
-    MAX_LINE_LENGTH,
-    AlreadyRunning,
-    Bridge,
-    BridgeClient,
-    BridgeError,
-    DaemonUnreachable,
-    exit_code,
-)
+from libervia_cache.backend.bridge import AlreadyRunning, Bridge
+from libervia_cache.control import MAX_LINE_LENGTH, ControlClient
+from libervia_cache.errors import KINDS, BridgeError, DaemonUnreachable, exit_code
 from tests.conftest import run
 
 # The blocking client runs in threads, as in the CLI. Not the reactor's own pool
@@ -117,9 +110,9 @@ def bridge(socket_dir: Path, calls: Calls) -> Iterator[Bridge]:
     run(stop())
 
 
-def client_of(bridge: Bridge) -> BridgeClient:
+def client_of(bridge: Bridge) -> ControlClient:
     assert bridge.path is not None
-    return BridgeClient(bridge.path)
+    return ControlClient(bridge.path)
 
 
 async def call(bridge: Bridge, method: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
@@ -429,7 +422,7 @@ async def test_a_file_that_is_not_a_socket_is_not_replaced(socket_dir: Path) -> 
 def test_missing_socket_means_daemon_unreachable(socket_dir: Path) -> None:
     path = socket_dir / "none.sock"
     with pytest.raises(DaemonUnreachable) as raised:
-        BridgeClient(path).call("echo")
+        ControlClient(path).call("echo")
     assert raised.value.kind == "unreachable"
     assert exit_code(raised.value.kind) == 2
     assert str(raised.value) == (
@@ -442,7 +435,7 @@ def test_refusing_socket_means_daemon_unreachable(socket_dir: Path) -> None:
     path = socket_dir / "stale.sock"
     make_stale_socket(path)
     with pytest.raises(DaemonUnreachable, match="refuses connections"):
-        BridgeClient(path).call("echo")
+        ControlClient(path).call("echo")
 
 
 async def test_client_timeout(bridge: Bridge) -> None:
@@ -471,12 +464,12 @@ async def test_client_timeout(bridge: Bridge) -> None:
     ],
 )
 def test_error_kind_exit_codes(kind: str, code: int) -> None:
-    assert ERROR_KINDS[kind] == code
+    assert KINDS[kind].exit_code == code
     assert exit_code(kind) == code
 
 
 def test_error_kinds_table_is_complete() -> None:
-    assert {kind: code for kind, code in ERROR_KINDS.items()} == {
+    assert {name: kind.exit_code for name, kind in KINDS.items()} == {
         "bad_request": 1,
         "not_found": 1,
         "unknown_method": 1,
