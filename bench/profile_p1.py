@@ -29,7 +29,7 @@ async def profile(reps: int, html: Path | None) -> None:
 
     from bench.run import MICROBLOG, fill_node
     from libervia_cache.plugin import cache_metadata
-    from libervia_cache.xml import parse_element
+    from libervia_cache.plugin.xml import parse_element
     from tests.integration.daemon_helpers import start_daemon
     from tests.servers.ejabberd import EjabberdServer
     from tests.servers.publisher import connect_publisher
@@ -153,7 +153,7 @@ async def prototypes(
     from tx_xmpp import pubsub
 
     from libervia_cache.storage import store as store_module
-    from libervia_cache.xml import parse_element
+    from libervia_cache.plugin.xml import parse_element
 
     nodes = store_module.nodes
     statement = select(*store_module._NODE_COLUMNS).where(

@@ -8,7 +8,9 @@ Libervia backend has the same shape, so the plugin could be dropped into it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,6 +18,26 @@ from twisted.internet import defer
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from twisted.words.xish import domish
 from tx_xmpp import rsm
+
+from libervia_cache.errors import BridgeError
+
+__all__ = [
+    "BridgeError",
+    "Bridge",
+    "Client",
+    "Config",
+    "ConfigurationEvent",
+    "Host",
+    "ItemsResult",
+    "NotConnected",
+    "PubsubEventHandler",
+    "ReturnPointResult",
+    "TriggerManager",
+    "XEP0060",
+    "as_deferred",
+    "parse_jid",
+    "rsm_request",
+]
 
 #: Trigger callbacks of ``async_return_point``: ``(True, None)`` to let the flow go on,
 #: ``(False, value)`` to answer in place of the normal flow.
@@ -25,26 +47,25 @@ ReturnPointResult = tuple[bool, Any]
 ItemsResult = tuple[list[domish.Element], dict[str, Any]]
 
 
-class BridgeError(Exception):
-    """A typed error of a bridge method: ``kind`` and a one-line ``message``.
+def as_deferred(func: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+    """Call ``func`` and return a Deferred of its result: how hosts and plugins call
+    each other's callbacks (trigger callbacks, bridge methods, analyser parsers).
 
-    Plugins raise it from their bridge methods; frontends get ``{"kind", "message"}``.
-    Kinds: ``bad_request``, ``not_found``, ``unknown_method``, ``not_cached``,
-    ``conflict`` (the caller's fault); ``unreachable``, ``server``, ``unavailable``,
-    ``internal``, ``timeout``, ``too_large`` (not the caller's fault).
+    ``func`` may be a plain function, a coroutine function (run by Twisted, so it may
+    await Deferreds) or return a Deferred or another awaitable. Exceptions become failed
+    Deferreds.
     """
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = " ".join(message.split())
-
-    def to_json(self) -> dict[str, str]:
-        """The ``error`` member of a reply."""
-        return {"kind": self.kind, "message": self.message}
-
-    def __str__(self) -> str:
-        return self.message
+    try:
+        result = func(*args, **kwargs)
+    except Exception:
+        return defer.fail()
+    if isinstance(result, defer.Deferred):
+        return result
+    if inspect.iscoroutine(result):
+        return defer.Deferred.fromCoroutine(result)
+    if isinstance(result, Awaitable):
+        return defer.Deferred.fromFuture(asyncio.ensure_future(result))
+    return defer.succeed(result)
 
 
 class NotConnected(ConnectionError):

@@ -18,7 +18,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp.subprotocols import XMPPHandler
 
-from libervia_cache.aio import as_deferred
+from libervia_cache.hostapi import as_deferred
 from libervia_cache.backend.bridge import Bridge, BridgeError
 from libervia_cache.backend.clients import ReconnectingClient, connect_client, disconnect_client
 from libervia_cache.backend.config import DaemonConfig, ProfileConfig

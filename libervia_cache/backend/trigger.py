@@ -12,7 +12,7 @@ import bisect
 from collections.abc import Callable
 from typing import Any
 
-from libervia_cache.aio import as_deferred
+from libervia_cache.hostapi import as_deferred
 from libervia_cache.hostapi import ReturnPointResult
 
 __all__ = ["TriggerManager"]

@@ -2,15 +2,19 @@
 
 from .migrate import DatabaseVersionError
 from .models import SyncState
-from .records import ItemsPage, NodeInfo, UnknownRSMKey
+from .query import SearchQueryError
+from .records import ItemsPage, NodeGone, NodeInfo, SyncSuperseded, UnknownRSMKey
 from .store import CachedItem, Store
 
 __all__ = [
     "CachedItem",
     "DatabaseVersionError",
     "ItemsPage",
+    "NodeGone",
     "NodeInfo",
+    "SearchQueryError",
     "Store",
     "SyncState",
+    "SyncSuperseded",
     "UnknownRSMKey",
 ]

@@ -60,7 +60,7 @@ def db(db_url: str | None) -> None:
 @click.pass_context
 def current(ctx: click.Context) -> None:
     """Show the database's schema revision."""
-    revision = _run(ctx, migrate.current_revision_sync)
+    revision = _run(ctx, migrate.current_revision)
     head = migrate.head_revision()
     state = "up to date" if revision == head else f"head is {migrate.describe(head)}"
     click.echo(f"current: {migrate.describe(revision)}; {state}")
@@ -90,7 +90,7 @@ def upgrade(ctx: click.Context, revision: str) -> None:
     """Upgrade the database to REVISION (default: head)."""
 
     def run(connection: Connection) -> Any:
-        return migrate.upgrade_sync(connection, revision)
+        return migrate.upgrade_to(connection, revision)
 
     _moved(ctx, "upgrade", _run(ctx, run))
 
@@ -102,6 +102,6 @@ def downgrade(ctx: click.Context, revision: str) -> None:
     """Downgrade the database to REVISION ("base": remove the schema)."""
 
     def run(connection: Connection) -> Any:
-        return migrate.downgrade_sync(connection, revision)
+        return migrate.downgrade_to(connection, revision)
 
     _moved(ctx, "downgrade", _run(ctx, run))

@@ -93,13 +93,13 @@ def revisions() -> list[Revision]:
     ]
 
 
-def current_revision_sync(connection: Connection) -> str | None:
+def current_revision(connection: Connection) -> str | None:
     """The revision the database is stamped with (None: not versioned)."""
     return MigrationContext.configure(connection).get_current_revision()
 
 
 def _check_known(connection: Connection, location: Path) -> str | None:
-    current = current_revision_sync(connection)
+    current = current_revision(connection)
     if current is not None:
         script = _script(location)
         try:
@@ -114,7 +114,7 @@ def _check_known(connection: Connection, location: Path) -> str | None:
     return current
 
 
-def prepare_database_sync(connection: Connection) -> tuple[str | None, str]:
+def create_or_upgrade(connection: Connection) -> tuple[str | None, str]:
     """Create or upgrade the database on ``connection``; return (before, after) revisions."""
     with migration_directory() as location:
         current = _check_known(connection, location)
@@ -136,20 +136,20 @@ def prepare_database_sync(connection: Connection) -> tuple[str | None, str]:
     return current, head
 
 
-def upgrade_sync(connection: Connection, revision: str = "head") -> tuple[str | None, str | None]:
+def upgrade_to(connection: Connection, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade to ``revision``; return (before, after)."""
     with migration_directory() as location:
         before = _check_known(connection, location)
         command.upgrade(alembic_config(location, connection), revision)
-    return before, current_revision_sync(connection)
+    return before, current_revision(connection)
 
 
-def downgrade_sync(connection: Connection, revision: str) -> tuple[str | None, str | None]:
+def downgrade_to(connection: Connection, revision: str) -> tuple[str | None, str | None]:
     """Downgrade to ``revision`` (``base``: drop everything); return (before, after)."""
     with migration_directory() as location:
         before = _check_known(connection, location)
         command.downgrade(alembic_config(location, connection), revision)
-    return before, current_revision_sync(connection)
+    return before, current_revision(connection)
 
 
 async def run_in_transaction(engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
@@ -162,7 +162,7 @@ async def run_in_transaction(engine: AsyncEngine, fn: Callable[[Connection], T])
 
 async def prepare_database(engine: AsyncEngine) -> tuple[str | None, str]:
     """Create (from the model, stamped at head) or upgrade the database of ``engine``."""
-    return await run_in_transaction(engine, prepare_database_sync)
+    return await run_in_transaction(engine, create_or_upgrade)
 
 
 def describe(revision: str | None) -> str:

@@ -41,7 +41,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Constraint naming convention, so that migrations name constraints deterministically.
 NAMING_CONVENTION = {
@@ -90,10 +90,18 @@ class Base(DeclarativeBase):
 
 
 class PubsubNode(Base):
-    """A pubsub node the cache knows about (one per profile, service and node name)."""
+    """A pubsub node the cache knows about (one per profile, service and node name).
+
+    Node ids are never reused (SQLite ``AUTOINCREMENT``): work still holding the id of
+    a node that a reset or a delete removed finds it gone, rather than writing into
+    another node that took its id.
+    """
 
     __tablename__ = "pubsub_nodes"
-    __table_args__ = (UniqueConstraint("profile", "service", "name"),)
+    __table_args__ = (
+        UniqueConstraint("profile", "service", "name"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     profile: Mapped[str] = mapped_column(String, nullable=False)
@@ -112,10 +120,15 @@ class PubsubNode(Base):
     # the last renumbering; NULL when positions are dense.
     position_gap_from: Mapped[int | None] = mapped_column(Integer)
     creation_gap_from: Mapped[int | None] = mapped_column(Integer)
-
-    items: Mapped[list[PubsubItem]] = relationship(
-        back_populates="node", cascade="all, delete-orphan", passive_deletes=True
-    )
+    # The running sync's token: every write of a sync names it, and is refused once a
+    # newer sync, a purge or a reset replaced it (NULL when no sync owns the node).
+    sync_token: Mapped[str | None] = mapped_column(String)
+    # Why the last sync failed (ERROR), in one line.
+    sync_error: Mapped[str | None] = mapped_column(Text)
+    # When the node was last completely synchronised.
+    last_synced: Mapped[datetime | None] = mapped_column()
+    # How many items the service said the node holds at the last sync (RSM count).
+    server_count: Mapped[int | None] = mapped_column(Integer)
 
 
 class PubsubItem(Base):
@@ -145,8 +158,6 @@ class PubsubItem(Base):
     updated: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     creation_position: Mapped[int] = mapped_column(Integer, nullable=False)
-
-    node: Mapped[PubsubNode] = relationship(back_populates="items")
 
 
 #: the tables, typed as Core tables for the query modules

@@ -122,25 +122,21 @@ class PageRequest:
         )
 
 
-def index_range(request: PageRequest, count: int, key_index: int | None) -> tuple[int, int, bool]:
-    """The ``[start, end)`` slice of the node's ordered list a request asks for.
-
-    Also says whether the request pages forward (first page, ``after``, ``index``, all)
-    or backward (``before``, last page, ``max_items``: the newest N).
-    """
+def index_range(request: PageRequest, count: int, key_index: int | None) -> tuple[int, int]:
+    """The ``[start, end)`` slice of the node's ordered list a request asks for."""
     limit = request.rsm_max
     if request.max_items is not None:
-        return max(0, count - request.max_items), count, False
+        return max(0, count - request.max_items), count
     if request.before is not None:
         end = count if request.before == "" else (key_index if key_index is not None else 0)
         start = 0 if limit is None else max(0, end - limit)
-        return start, end, False
+        return start, end
     if request.after is not None:
         start = (key_index if key_index is not None else -1) + 1
     else:
         start = min(request.index or 0, count)
     end = count if limit is None else min(count, start + limit)
-    return start, end, True
+    return start, end
 
 
 def read_page(fetch: Fetch, node_id: int, request: PageRequest) -> ItemsPage:
@@ -172,7 +168,7 @@ def read_page(fetch: Fetch, node_id: int, request: PageRequest) -> ItemsPage:
     key_index = None
     if key_position is not None:
         key_index = high - key_position if request.descending else key_position - low
-    start, end, forward = index_range(request, count, key_index)
+    start, end = index_range(request, count, key_index)
     if start < end:
         if request.descending:
             params = {"node": node_id, "low": high - end + 1, "high": high - start}
@@ -183,7 +179,6 @@ def read_page(fetch: Fetch, node_id: int, request: PageRequest) -> ItemsPage:
     else:
         found = []
     page = _page(found)
-    page.complete = end >= count if forward else start == 0
     if request.uses_rsm:
         page.count = count
         page.index = start if found else None
@@ -197,5 +192,4 @@ def _page(rows: Sequence[Sequence[Any]]) -> ItemsPage:
         item_ids=item_ids,
         first=item_ids[0] if item_ids else None,
         last=item_ids[-1] if item_ids else None,
-        complete=True,
     )

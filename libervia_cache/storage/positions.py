@@ -1,6 +1,6 @@
 """Keeping item positions dense (see :mod:`.models`, "Item order").
 
-Removals record the lowest position where a gap opened; :func:`renumber_sync` closes
+Removals record the lowest position where a gap opened; :func:`renumber` closes
 the gaps above it with one window-function ``UPDATE`` per order, touching only the rows
 above the first gap (usually a handful: retracts and republishes mostly hit recent items).
 """
@@ -30,7 +30,7 @@ def record_gaps(connection: Connection, gaps: Mapping[int, Mapping[str, int | No
             connection.execute(update(nodes).where(nodes.c.id == node_id).values(values))
 
 
-def renumber_sync(connection: Connection, node_ids: Iterable[int]) -> None:
+def renumber(connection: Connection, node_ids: Iterable[int]) -> None:
     """Close the position gaps of ``node_ids`` (in the caller's transaction)."""
     for node_id in node_ids:
         gap_row = connection.execute(
@@ -89,4 +89,4 @@ def close_shallow_gaps(connection: Connection, node_id: int) -> None:
         if gap is not None and high is not None
     ]
     if depths and max(depths) <= EAGER_RENUMBER_ROWS:
-        renumber_sync(connection, [node_id])
+        renumber(connection, [node_id])

@@ -17,6 +17,17 @@ class UnknownRSMKey(LookupError):
     """
 
 
+class NodeGone(LookupError):
+    """The node a write was meant for no longer exists (reset, deleted, or forgotten):
+    nothing was written. Node ids are never reused, so a write can never land in
+    another node."""
+
+
+class SyncSuperseded(NodeGone):
+    """The sync a write belongs to no longer owns its node (a newer sync, a purge or a
+    reset replaced it): nothing was written."""
+
+
 @dataclass(frozen=True)
 class NodeInfo:
     """A snapshot of a ``pubsub_nodes`` row."""
@@ -32,6 +43,19 @@ class NodeInfo:
     sync_state_updated: datetime | None
     subscribed: bool
     extra: dict[str, Any]
+    sync_error: str | None = None
+    last_synced: datetime | None = None
+    server_count: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """``(profile, service, name)``: what identifies the node, whatever its id."""
+        return (self.profile, self.service, self.name)
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the node holds only its newest items (the cache limit was reached)."""
+        return bool(self.extra.get("truncated"))
 
 
 @dataclass
@@ -40,10 +64,9 @@ class ItemsPage:
 
     ``items`` are the raw XML of the ``<item/>`` elements, in the answer's order;
     ``first``/``last`` are the item ids of the page's ends (RSM keys); ``index`` (of the
-    first item) and ``count`` (of the whole node) are filled when RSM was used;
-    ``complete`` is True when the page reaches the end of the node in the requested
-    direction (forward for first page/``after``/``index``, backward for ``before``,
-    last page and ``max_items``).
+    first item) and ``count`` (of the whole node) are filled when RSM was used. Whether
+    the answer is ``complete`` is the host's rule
+    (:func:`libervia_cache.hostapi.answer_metadata`), the same for cache and network.
     """
 
     items: list[str] = field(default_factory=list)
@@ -52,4 +75,3 @@ class ItemsPage:
     last: str | None = None
     index: int | None = None
     count: int | None = None
-    complete: bool = True

@@ -1,8 +1,8 @@
-"""SQL for search and purge queries validated by :mod:`libervia_cache.search`.
+"""SQL for search and purge queries validated by :mod:`libervia_cache.storage.query`.
 
 Every user value is a bound parameter; JSON paths too (``json_extract(parsed, ?)``).
 Operators are a table (:data:`OPERATOR_SQL`) with the same keys as
-:data:`libervia_cache.search.OPERATORS`.
+:data:`libervia_cache.storage.query.OPERATORS`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import UnaryExpression
 
-from ..search import OrderBy, ParsedFilter, PurgeFilters, SearchQuery
+from .query import OrderBy, ParsedFilter, PurgeFilters, SearchQuery
 from .fts import FTS_TABLE
 from .models import items_table, nodes_table
 
@@ -144,7 +144,7 @@ def node_conditions(
 
 def _order_term(order: OrderBy) -> UnaryExpression[Any]:
     if order.path is not None:
-        from ..search import to_json_path
+        from .query import to_json_path
 
         expression = _field(to_json_path(order.path))
     else:

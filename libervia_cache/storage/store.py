@@ -1,10 +1,20 @@
 """The store: every question the cache asks its database, one method each.
 
-Public coroutine methods are wrapped with :func:`libervia_cache.aio.deferred_method`:
-they return Deferreds that Twisted code awaits. :meth:`Store.get_items`, the hot path,
-returns an already-fired Deferred when the page can be read at once (see :mod:`.pages`).
-All writes go through one asyncio lock and ``BEGIN IMMEDIATE`` transactions: SQLite has
-one writer, and waiting for the lock up front avoids failed read-to-write upgrades.
+Public coroutine methods are wrapped with :func:`libervia_cache.storage.aio.deferred_method`:
+they return Deferreds that Twisted code awaits; cancelling one never interrupts its
+transaction. :meth:`Store.get_items`, the hot path, returns an already-fired Deferred
+when the page can be read at once (see :mod:`.pages`). All writes go through one asyncio
+lock and ``BEGIN IMMEDIATE`` transactions: SQLite has one writer, and waiting for the
+lock up front avoids failed read-to-write upgrades.
+
+Who may write into a node is checked in the write's own transaction:
+
+- every write names the node by id, and ids are never reused: a write for a node that
+  is gone (reset, deleted) raises :class:`NodeGone` and writes nothing;
+- a synchronisation owns its node through a token (:meth:`Store.begin_sync`); each of
+  its writes names the token and raises :class:`SyncSuperseded` once a newer sync, a
+  purge or a reset took the node from it. A node is COMPLETED only by the write of its
+  last page, under the token of the sync that paged it.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -23,14 +34,14 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from twisted.internet import defer
 
-from ..aio import aio, deferred_method
-from ..search import SearchQueryError, parse_purge_filters, parse_search_query
+from .aio import aio, deferred_method
+from .query import SearchQueryError, parse_purge_filters, parse_search_query
 from . import pages, positions, searching
 from .engine import connect_reader, create_engine, sqlite_file
 from .fts import extract_text
 from .migrate import prepare_database, run_in_transaction
 from .models import SyncState, items_table, nodes_table, utcnow
-from .records import ItemsPage, NodeInfo
+from .records import ItemsPage, NodeGone, NodeInfo, SyncSuperseded
 
 T = TypeVar("T")
 
@@ -49,6 +60,8 @@ NODE_FIELDS: dict[str, str] = {
     "sync_state": "sync_state",
     "subscribed": "subscribed",
     "extra": "extra",
+    "sync_error": "sync_error",
+    "server_count": "server_count",
 }
 
 #: delete_nodes() filter -> pubsub_nodes column
@@ -72,6 +85,9 @@ _NODE_COLUMNS = (
     nodes.c.sync_state_updated,
     nodes.c.subscribed,
     nodes.c.extra,
+    nodes.c.sync_error,
+    nodes.c.last_synced,
+    nodes.c.server_count,
 )
 
 
@@ -92,7 +108,22 @@ _NODE_PROCESSORS = [
 
 
 def _node_info(row: Any) -> NodeInfo:
-    (id_, profile, service, name, analyser, type_, subtype, state, updated, subscribed, extra) = row
+    (
+        id_,
+        profile,
+        service,
+        name,
+        analyser,
+        type_,
+        subtype,
+        state,
+        updated,
+        subscribed,
+        extra,
+        sync_error,
+        last_synced,
+        server_count,
+    ) = row
     return NodeInfo(
         id_,
         profile,
@@ -105,7 +136,22 @@ def _node_info(row: Any) -> NodeInfo:
         updated,
         bool(subscribed),
         dict(extra or {}),
+        sync_error,
+        last_synced,
+        server_count,
     )
+
+
+def _check_owner(connection: Connection, node_id: int, token: str | None) -> None:
+    """Raise :class:`NodeGone` if the node is gone, :class:`SyncSuperseded` if ``token``
+    is given and no longer owns it (in the caller's write transaction)."""
+    row = connection.execute(
+        select(nodes.c.sync_token).where(nodes.c.id == node_id)
+    ).one_or_none()
+    if row is None:
+        raise NodeGone(f"node {node_id} no longer exists")
+    if token is not None and row.sync_token != token:
+        raise SyncSuperseded(f"the synchronisation of node {node_id} was superseded")
 
 
 def _json_list(values: Iterable[str]) -> str:
@@ -125,6 +171,8 @@ class Store:
         self.engine = engine
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        #: database work in flight (shielded from cancellation): close() waits for it
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -150,9 +198,13 @@ class Store:
         reader = connect_reader(path) if path is not None else None
         return cls(engine, reader)
 
-    @deferred_method
-    async def close(self) -> None:
-        """Close every connection."""
+    def close(self) -> defer.Deferred[None]:
+        """Close every connection, once the work in flight is over."""
+        return aio(self._close())
+
+    async def _close(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -247,26 +299,86 @@ class Store:
         return await self._write(run)
 
     @deferred_method
-    async def update_node(self, node_id: int, **fields: Any) -> None:
+    async def update_node(self, node_id: int, *, token: str | None = None, **fields: Any) -> None:
         """Update ``analyser``, ``type_``, ``subtype``, ``sync_state`` (which also sets
-        ``sync_state_updated``), ``subscribed`` or ``extra`` of a node."""
+        ``sync_state_updated``), ``subscribed``, ``extra``, ``sync_error`` or
+        ``server_count`` of a node. With ``token``, only if that sync still owns it.
+        Raises :class:`NodeGone` / :class:`SyncSuperseded`."""
         unknown = set(fields) - set(NODE_FIELDS)
         if unknown:
             raise TypeError(f"unknown node field(s): {', '.join(sorted(unknown))}")
         values = {NODE_FIELDS[name]: value for name, value in fields.items()}
         if "sync_state" in values:
             values["sync_state_updated"] = utcnow()
-        if not values:
-            return
 
         def run(connection: Connection) -> None:
-            connection.execute(update(nodes).where(nodes.c.id == node_id).values(values))
+            _check_owner(connection, node_id, token)
+            if values:
+                connection.execute(update(nodes).where(nodes.c.id == node_id).values(values))
 
         await self._write(run)
 
     @deferred_method
+    async def begin_sync(self, node_id: int, extra: dict[str, Any]) -> str:
+        """Start a synchronisation of a node: in one transaction, empty it, set it
+        IN_PROGRESS with ``extra`` and a new sync token, which is returned. Any older
+        sync of the node is superseded from then on. Raises :class:`NodeGone`."""
+        token = uuid.uuid4().hex
+
+        def run(connection: Connection) -> None:
+            _check_owner(connection, node_id, None)
+            connection.execute(delete(items).where(items.c.node_id == node_id))
+            connection.execute(
+                update(nodes)
+                .where(nodes.c.id == node_id)
+                .values(
+                    sync_state=SyncState.IN_PROGRESS,
+                    sync_state_updated=utcnow(),
+                    sync_token=token,
+                    sync_error=None,
+                    extra=extra,
+                    position_gap_from=None,
+                    creation_gap_from=None,
+                )
+            )
+
+        await self._write(run)
+        return token
+
+    @deferred_method
+    async def end_sync(
+        self, node_id: int, token: str, sync_state: SyncState | None, error: str | None = None
+    ) -> bool:
+        """End a failed synchronisation: if ``token`` still owns the node, empty it and
+        set ``sync_state`` (``None``: never synchronised, ``ERROR``) and ``error``.
+        Returns whether it did (False: superseded or gone, nothing written)."""
+
+        def run(connection: Connection) -> bool:
+            try:
+                _check_owner(connection, node_id, token)
+            except NodeGone:
+                return False
+            connection.execute(delete(items).where(items.c.node_id == node_id))
+            connection.execute(
+                update(nodes)
+                .where(nodes.c.id == node_id)
+                .values(
+                    sync_state=sync_state,
+                    sync_state_updated=utcnow(),
+                    sync_token=None,
+                    sync_error=error,
+                    position_gap_from=None,
+                    creation_gap_from=None,
+                )
+            )
+            return True
+
+        return await self._write(run)
+
+    @deferred_method
     async def delete_node(self, node_id: int) -> None:
-        """Forget a node and its items (XEP-0060 node deletion event)."""
+        """Forget a node and its items (XEP-0060 node deletion event). A node already
+        gone is not an error."""
         await self._write(lambda c: c.execute(delete(nodes).where(nodes.c.id == node_id)))
 
     @deferred_method
@@ -349,6 +461,9 @@ class Store:
         *,
         where: Literal["newest", "oldest"] = "newest",
         complete: bool = False,
+        token: str | None = None,
+        limit: int | None = None,
+        server_count: int | None = None,
     ) -> None:
         """Store a batch of items of one node, in one transaction.
 
@@ -359,10 +474,19 @@ class Store:
         and creation order. ``where="oldest"`` places them before every item (a sync
         paging backwards from the newest page). Within a batch the last occurrence of an
         id wins. ``complete=True`` marks the node ``COMPLETED`` in the same transaction,
-        so a node is never complete without its last page.
+        so a node is never complete without its last page; it needs the ``token`` of the
+        sync that paged the node, and records ``server_count``.
+
+        ``token``: the write belongs to that sync (:class:`SyncSuperseded` when it no
+        longer owns the node). Without it, the node must exist (:class:`NodeGone`).
+        ``limit``: after the write, the node keeps only its ``limit`` newest items (an
+        event publishing into a node at the cache limit); the node is then marked
+        ``truncated``.
         """
         if where not in ("newest", "oldest"):
             raise ValueError(f"where must be 'newest' or 'oldest', not {where!r}")
+        if complete and token is None:
+            raise ValueError("only a synchronisation (with its token) completes a node")
         batch: dict[str, tuple[str, dict[str, Any] | None]] = {}
         for item_id, raw_xml, parsed in items:
             batch.pop(item_id, None)  # last occurrence wins, at its own place
@@ -370,13 +494,23 @@ class Store:
         texts = {item_id: extract_text(raw) for item_id, (raw, _) in batch.items()}
 
         def run(connection: Connection) -> None:
+            _check_owner(connection, node_id, token)
             if batch:
-                _cache_items_sync(connection, node_id, batch, texts, where)
+                _write_items(connection, node_id, batch, texts, where)
+            if limit is not None:
+                _keep_newest(connection, node_id, limit)
             if complete:
+                now = utcnow()
                 connection.execute(
                     update(nodes)
                     .where(nodes.c.id == node_id)
-                    .values(sync_state=SyncState.COMPLETED, sync_state_updated=utcnow())
+                    .values(
+                        sync_state=SyncState.COMPLETED,
+                        sync_state_updated=now,
+                        last_synced=now,
+                        server_count=server_count,
+                        sync_error=None,
+                    )
                 )
 
         await self._write(run)
@@ -401,26 +535,31 @@ class Store:
         return await self._read(run)
 
     @deferred_method
-    async def delete_items(self, node_id: int, item_ids: Iterable[str]) -> int:
+    async def delete_items(
+        self, node_id: int, item_ids: Iterable[str], *, token: str | None = None
+    ) -> int:
         """Delete items by id (XEP-0060 retract); unknown ids are ignored. Returns the
-        number deleted."""
+        number deleted. Raises :class:`NodeGone` / :class:`SyncSuperseded`."""
         wanted = list(item_ids)
 
         def run(connection: Connection) -> int:
-            deleted = _delete_items_sync(
+            _check_owner(connection, node_id, token)
+            deleted = _delete_items_where(
                 connection, (items.c.node_id == node_id) & _in_json(items.c.item_id, wanted)
             )
             if deleted:
                 positions.close_shallow_gaps(connection, node_id)
             return deleted
 
-        return await self._write(run) if wanted else 0
+        return await self._write(run)
 
     @deferred_method
     async def purge_node_items(self, node_id: int) -> int:
-        """Delete every item of a node (XEP-0060 purge). Returns the number deleted."""
+        """Delete every item of a node (XEP-0060 purge). Returns the number deleted.
+        Raises :class:`NodeGone`."""
 
         def run(connection: Connection) -> int:
+            _check_owner(connection, node_id, None)
             deleted = connection.execute(delete(items).where(items.c.node_id == node_id)).rowcount
             connection.execute(
                 update(nodes)
@@ -500,7 +639,7 @@ class Store:
             pass
 
         def renumber_and_read(connection: Connection) -> ItemsPage:
-            positions.renumber_sync(connection, [node_id])
+            positions.renumber(connection, [node_id])
             return read(connection)
 
         return await self._write(renumber_and_read)
@@ -511,7 +650,7 @@ class Store:
     async def search(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Search cached items across nodes (the reference ``ps_cache_search``).
 
-        See :mod:`libervia_cache.search` for the query. Each result holds ``profile``,
+        See :mod:`libervia_cache.storage.query` for the query. Each result holds ``profile``,
         ``service``, ``node``, ``item_id``, ``parsed``, ``created``, ``updated``,
         ``item_payload`` (raw XML) with ``with_payload``, and ``rank`` (FTS5 bm25: lower
         is better) with a full-text query. Raises :class:`SearchQueryError`.
@@ -530,11 +669,26 @@ class Store:
             raise
 
     @deferred_method
+    async def nodes_to_purge(self, filters: Mapping[str, Any] | None = None) -> list[NodeInfo]:
+        """The nodes holding items that :meth:`purge` would delete with ``filters``."""
+        condition = searching.purge_condition(parse_purge_filters(filters))
+
+        def run(connection: Connection) -> list[NodeInfo]:
+            touched = select(items.c.node_id).where(condition).distinct()
+            rows = connection.execute(
+                select(*_NODE_COLUMNS).where(nodes.c.id.in_(touched)).order_by(nodes.c.id)
+            )
+            return [_node_info(row) for row in rows]
+
+        return await self._read(run)
+
+    @deferred_method
     async def purge(self, filters: Mapping[str, Any] | None = None) -> int:
         """Delete the items matching ``filters`` (see :func:`parse_purge_filters`): all
-        items if empty. Nodes that lose items are no longer ``COMPLETED`` (their state
-        goes back to none) since they no longer mirror the server. Returns the number of
-        items deleted."""
+        items if empty. Nodes that lose items no longer mirror the server: a COMPLETED
+        one goes back to "never synchronised", and the sync running on an IN_PROGRESS one
+        is superseded (its next write is refused), in the same transaction. Returns the
+        number of items deleted."""
         condition = searching.purge_condition(parse_purge_filters(filters))
 
         def run(connection: Connection) -> int:
@@ -544,12 +698,15 @@ class Store:
                     select(items.c.node_id).where(condition).group_by(items.c.node_id)
                 )
             ]
-            deleted = _delete_items_sync(connection, condition)
+            deleted = _delete_items_where(connection, condition)
             if touched:
                 connection.execute(
                     update(nodes)
-                    .where(nodes.c.id.in_(touched), nodes.c.sync_state == SyncState.COMPLETED)
-                    .values(sync_state=None, sync_state_updated=utcnow())
+                    .where(
+                        nodes.c.id.in_(touched),
+                        nodes.c.sync_state.in_([SyncState.COMPLETED, SyncState.IN_PROGRESS]),
+                    )
+                    .values(sync_state=None, sync_state_updated=utcnow(), sync_token=None)
                 )
             return deleted
 
@@ -578,7 +735,7 @@ class Store:
         await self._write(run)
 
 
-def _delete_items_sync(connection: Connection, condition: Any) -> int:
+def _delete_items_where(connection: Connection, condition: Any) -> int:
     """Delete the items matching ``condition`` and record the gaps they leave."""
     gaps = {
         row.node_id: {"position_gap_from": row.low, "creation_gap_from": row.creation_low}
@@ -599,6 +756,29 @@ def _delete_items_sync(connection: Connection, condition: Any) -> int:
     return deleted
 
 
+def _keep_newest(connection: Connection, node_id: int, limit: int) -> None:
+    """Delete the oldest items of a node beyond its ``limit`` newest; mark it truncated."""
+    count = connection.execute(
+        select(func.count()).select_from(items).where(items.c.node_id == node_id)
+    ).scalar_one()
+    if count <= limit:
+        return
+    oldest = (
+        select(items.c.id)
+        .where(items.c.node_id == node_id)
+        .order_by(items.c.position)
+        .limit(count - limit)
+    )
+    _delete_items_where(connection, items.c.id.in_(oldest.scalar_subquery()))
+    extra = connection.execute(select(nodes.c.extra).where(nodes.c.id == node_id)).scalar_one()
+    connection.execute(
+        update(nodes)
+        .where(nodes.c.id == node_id)
+        .values(extra={**(extra or {}), "truncated": True})
+    )
+    positions.close_shallow_gaps(connection, node_id)
+
+
 def _bounds(connection: Connection, node_id: int) -> tuple[Any, ...]:
     row = connection.execute(
         select(
@@ -611,7 +791,7 @@ def _bounds(connection: Connection, node_id: int) -> tuple[Any, ...]:
     return tuple(row)
 
 
-def _cache_items_sync(
+def _write_items(
     connection: Connection,
     node_id: int,
     batch: Mapping[str, tuple[str, dict[str, Any] | None]],

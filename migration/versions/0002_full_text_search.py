@@ -7,19 +7,21 @@ Create Date: 2026-11-27
 
 from __future__ import annotations
 
+import re
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from html import unescape
 
 import sqlalchemy as sa
 from alembic import op
-
-from libervia_cache.storage.fts import extract_text
 
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# frozen copy of the DDL of this revision (libervia_cache.storage.fts may evolve)
+# Frozen: this revision's DDL and text extraction, as they were when it was written
+# (libervia_cache.storage.fts evolves; a revision must keep doing what it did).
 CREATE = (
     "CREATE VIRTUAL TABLE pubsub_items_fts USING fts5(text, content='pubsub_items', "
     "content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
@@ -40,6 +42,18 @@ DROP = (
     "DROP TABLE IF EXISTS pubsub_items_fts",
 )
 BATCH = 1000
+
+_TAG_RE = re.compile(r"<[^>]*>")
+_SPACE_RE = re.compile(r"\s+")
+
+
+def extract_text(raw_xml: str) -> str:
+    """The text content of an XML fragment: text nodes only, whitespace-normalised."""
+    try:
+        text = " ".join(ET.fromstring(raw_xml).itertext())
+    except ET.ParseError:
+        text = unescape(_TAG_RE.sub(" ", raw_xml))
+    return _SPACE_RE.sub(" ", text).strip()
 
 
 def upgrade() -> None:

@@ -20,7 +20,7 @@ from libervia_cache.backend.bridge import BridgeClient, BridgeError
 from libervia_cache.backend.daemon import Daemon
 from libervia_cache.plugin import PubsubCache
 from libervia_cache.storage import SyncState
-from libervia_cache.xml import parse_element
+from libervia_cache.plugin.xml import parse_element
 from tests.conftest import run
 from tests.integration.conftest import server_kinds
 from tests.integration.daemon_helpers import (

@@ -28,7 +28,7 @@ from libervia_cache.backend.clients import (
     connect_client,
     disconnect_client,
 )
-from libervia_cache.xml import parse_element
+from libervia_cache.plugin.xml import parse_element
 
 if TYPE_CHECKING:
     from .base import XMPPServer

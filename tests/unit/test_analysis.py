@@ -10,7 +10,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
-from libervia_cache.analysis import (
+from libervia_cache.plugin.analysis import (
     AnalyserConflict,
     AnalyserError,
     AnalyserRegistry,

@@ -39,7 +39,7 @@ def test_the_plugin_never_imports_the_reference_daemon(path: Path) -> None:
 def test_the_daemon_never_imports_the_plugin(path: Path) -> None:
     plugin_modules = (
         "libervia_cache.plugin",
-        "libervia_cache.analysis",
+        "libervia_cache.plugin.analysis",
         "libervia_cache.sync",
         "libervia_cache.storage",
         "libervia_cache.analysers",

@@ -18,7 +18,7 @@ Fenced blocks are handled by language:
     above``, it is exactly what the microblog parser returns for the page's previous
     ``xml`` block.
 ``xml``
-    Parsed with :func:`libervia_cache.xml.parse_element` (one well-formed element).
+    Parsed with :func:`libervia_cache.plugin.xml.parse_element` (one well-formed element).
 ``sh``, ``shell``, ``bash``, ``console``
     Command lines (in ``console``, those after ``$``). ``libervia-cache ...`` (and
     ``python -m libervia_cache ...``) is parsed by the real click command without running
@@ -52,8 +52,8 @@ import pytest
 
 from libervia_cache.analysers.microblog import parse_item
 from libervia_cache.backend.config import SCHEMA, load_config
-from libervia_cache.search import parse_search_query
-from libervia_cache.xml import parse_element
+from libervia_cache.storage.query import parse_search_query
+from libervia_cache.plugin.xml import parse_element
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "doc"

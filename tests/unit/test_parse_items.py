@@ -10,9 +10,9 @@ from twisted.internet import defer
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
-from libervia_cache.analysis import Analyser
+from libervia_cache.plugin.analysis import Analyser
 from libervia_cache.sync import normalise_item, parse_items
-from libervia_cache.xml import parse_element
+from libervia_cache.plugin.xml import parse_element
 
 SERVICE = JID("pubsub.example.org")
 PUBSUB = "http://jabber.org/protocol/pubsub"

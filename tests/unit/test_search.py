@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from libervia_cache.search import (
+from libervia_cache.storage.query import (
     OPERATORS,
     OrderBy,
     ParsedFilter,

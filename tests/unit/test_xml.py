@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.words.xish import domish
 
-from libervia_cache.xml import LazyElement, XMLParseError, parse_element
+from libervia_cache.plugin.xml import LazyElement, XMLParseError, parse_element
 
 PUBSUB = "http://jabber.org/protocol/pubsub"
 RAW = (

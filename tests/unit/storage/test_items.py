@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from libervia_cache.storage import NodeInfo, Store, SyncState, UnknownRSMKey
+from libervia_cache.storage import NodeGone, NodeInfo, Store, SyncState, SyncSuperseded, UnknownRSMKey
 
 from .conftest import item, items
 
@@ -17,9 +17,9 @@ async def fill(store: Store, node: NodeInfo, ids: list[str] = IDS) -> None:
 
 async def test_empty_node_answers_no_items_and_count_zero(store: Store, node: NodeInfo) -> None:
     page = await store.get_items(node.id)
-    assert page.items == [] and page.first is None and page.last is None and page.complete
+    assert page.items == [] and page.first is None and page.last is None
     page = await store.get_items(node.id, rsm_max=20)
-    assert (page.item_ids, page.count, page.index, page.complete) == ([], 0, None, True)
+    assert (page.item_ids, page.count, page.index) == ([], 0, None)
     page = await store.get_items(node.id, rsm_max=20, before="")
     assert (page.item_ids, page.count) == ([], 0)
 
@@ -32,11 +32,11 @@ async def test_unknown_node_is_an_empty_node(store: Store) -> None:
 async def test_one_item_node(store: Store, node: NodeInfo) -> None:
     await fill(store, node, ["only"])
     page = await store.get_items(node.id, rsm_max=1)
-    assert (page.item_ids, page.first, page.last, page.index, page.count, page.complete) == (
-        ["only"], "only", "only", 0, 1, True,
+    assert (page.item_ids, page.first, page.last, page.index, page.count) == (
+        ["only"], "only", "only", 0, 1,
     )  # fmt: skip
     page = await store.get_items(node.id, rsm_max=1, after="only")
-    assert (page.item_ids, page.count, page.complete) == ([], 1, True)
+    assert (page.item_ids, page.count) == ([], 1)
 
 
 async def test_no_limit_returns_every_item_oldest_first(store: Store, node: NodeInfo) -> None:
@@ -50,9 +50,9 @@ async def test_no_limit_returns_every_item_oldest_first(store: Store, node: Node
 async def test_max_items_returns_the_newest_oldest_first(store: Store, node: NodeInfo) -> None:
     await fill(store, node)
     page = await store.get_items(node.id, max_items=3)
-    assert page.item_ids == ["i7", "i8", "i9"] and not page.complete
+    assert page.item_ids == ["i7", "i8", "i9"]
     page = await store.get_items(node.id, max_items=30)
-    assert page.item_ids == IDS and page.complete
+    assert page.item_ids == IDS
 
 
 async def test_item_ids_in_node_order_unknown_dropped(store: Store, node: NodeInfo) -> None:
@@ -65,31 +65,31 @@ async def test_item_ids_in_node_order_unknown_dropped(store: Store, node: NodeIn
 async def test_rsm_first_page_then_after(store: Store, node: NodeInfo) -> None:
     await fill(store, node)
     page = await store.get_items(node.id, rsm_max=4)
-    assert (page.item_ids, page.first, page.last, page.index, page.count, page.complete) == (
-        IDS[:4], "i0", "i3", 0, 10, False,
+    assert (page.item_ids, page.first, page.last, page.index, page.count) == (
+        IDS[:4], "i0", "i3", 0, 10,
     )  # fmt: skip
     page = await store.get_items(node.id, rsm_max=4, after=page.last)
     assert (page.item_ids, page.index) == (IDS[4:8], 4)
     page = await store.get_items(node.id, rsm_max=4, after=page.last)
-    assert (page.item_ids, page.index, page.complete) == (IDS[8:], 8, True)
+    assert (page.item_ids, page.index) == (IDS[8:], 8)
 
 
 async def test_rsm_page_boundary_exactly_at_the_end(store: Store, node: NodeInfo) -> None:
     await fill(store, node)
     page = await store.get_items(node.id, rsm_max=5, after="i4")
-    assert (page.item_ids, page.complete) == (IDS[5:], True)
+    assert page.item_ids == IDS[5:]
     page = await store.get_items(node.id, rsm_max=5, after="i9")
-    assert (page.item_ids, page.index, page.count, page.complete) == ([], None, 10, True)
+    assert (page.item_ids, page.index, page.count) == ([], None, 10)
 
 
 async def test_rsm_last_page_and_before(store: Store, node: NodeInfo) -> None:
     await fill(store, node)
     page = await store.get_items(node.id, rsm_max=3, before="")
-    assert (page.item_ids, page.index, page.complete) == (IDS[7:], 7, False)
+    assert (page.item_ids, page.index) == (IDS[7:], 7)
     page = await store.get_items(node.id, rsm_max=3, before=page.first)
     assert (page.item_ids, page.index) == (IDS[4:7], 4)
     page = await store.get_items(node.id, rsm_max=5, before="i2")
-    assert (page.item_ids, page.index, page.complete) == (IDS[:2], 0, True)
+    assert (page.item_ids, page.index) == (IDS[:2], 0)
 
 
 async def test_rsm_index(store: Store, node: NodeInfo) -> None:
@@ -193,10 +193,76 @@ async def test_unicode_and_large_payloads_round_trip(store: Store, node: NodeInf
 
 
 async def test_complete_batch_marks_the_node_completed(store: Store, node: NodeInfo) -> None:
-    await store.cache_items(node.id, items("a"), complete=True)
+    token = await store.begin_sync(node.id, {})
+    await store.cache_items(node.id, items("a"), complete=True, token=token, server_count=1)
     refreshed = await store.get_node(node.profile, node.service, node.name)
     assert refreshed is not None and refreshed.sync_state is SyncState.COMPLETED
-    assert refreshed.sync_state_updated is not None
+    assert refreshed.sync_state_updated is not None and refreshed.last_synced is not None
+    assert refreshed.server_count == 1
+
+
+async def test_only_a_sync_with_its_token_completes_a_node(store: Store, node: NodeInfo) -> None:
+    with pytest.raises(ValueError, match="token"):
+        await store.cache_items(node.id, items("a"), complete=True)
+
+
+async def test_a_superseded_sync_writes_nothing(store: Store, node: NodeInfo) -> None:
+    old = await store.begin_sync(node.id, {})
+    await store.cache_items(node.id, items("a"), where="oldest", token=old)
+    new = await store.begin_sync(node.id, {})  # a second sync takes the node over
+    with pytest.raises(SyncSuperseded):
+        await store.cache_items(node.id, items("x", "y"), where="oldest", token=old)
+    with pytest.raises(SyncSuperseded):
+        await store.cache_items(node.id, items("b"), complete=True, token=old)
+    assert not await store.end_sync(node.id, old, SyncState.ERROR, "late failure")
+    refreshed = await store.get_node(node.profile, node.service, node.name)
+    assert refreshed is not None and refreshed.sync_state is SyncState.IN_PROGRESS
+    assert await store.count_items(node.id) == 0
+    await store.cache_items(node.id, items("c"), complete=True, token=new)
+    assert (await store.get_items(node.id)).item_ids == ["c"]
+
+
+async def test_a_failed_sync_empties_the_node_and_records_why(
+    store: Store, node: NodeInfo
+) -> None:
+    token = await store.begin_sync(node.id, {})
+    await store.cache_items(node.id, items("a"), where="oldest", token=token)
+    assert await store.end_sync(node.id, token, SyncState.ERROR, "the service answered forbidden")
+    refreshed = await store.get_node(node.profile, node.service, node.name)
+    assert refreshed is not None and refreshed.sync_state is SyncState.ERROR
+    assert refreshed.sync_error == "the service answered forbidden"
+    assert await store.count_items(node.id) == 0
+
+
+async def test_writes_for_a_node_that_is_gone_write_nothing_anywhere(store: Store) -> None:
+    gone = await store.get_or_create_node("alice", "svc", "blog")
+    token = await store.begin_sync(gone.id, {})
+    await store.reset()
+    other = await store.get_or_create_node("bob", "svc", "blog")
+    assert other.id != gone.id
+    for write in (
+        lambda: store.cache_items(gone.id, items("a")),
+        lambda: store.cache_items(gone.id, items("a"), where="oldest", token=token),
+        lambda: store.delete_items(gone.id, ["a"]),
+        lambda: store.purge_node_items(gone.id),
+        lambda: store.update_node(gone.id, subscribed=True),
+        lambda: store.begin_sync(gone.id, {}),
+    ):
+        with pytest.raises(NodeGone):
+            await write()
+    assert await store.count_items(other.id) == 0
+
+
+async def test_a_limit_keeps_the_newest_items_and_marks_the_node_truncated(
+    store: Store, node: NodeInfo
+) -> None:
+    await store.cache_items(node.id, items("a", "b", "c"))
+    await store.cache_items(node.id, items("d", "e"), limit=3)
+    page = await store.get_items(node.id, rsm_max=10)
+    assert (page.item_ids, page.count) == (["c", "d", "e"], 3)
+    refreshed = await store.get_node(node.profile, node.service, node.name)
+    assert refreshed is not None and refreshed.truncated
+    assert [r["item_id"] for r in await store.search({"fts": "text"})] == ["e", "d", "c"]
 
 
 async def test_parsed_may_be_null(store: Store, node: NodeInfo) -> None:

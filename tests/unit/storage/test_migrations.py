@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, create_engine
 
-from libervia_cache.aio import aio
+from libervia_cache.storage.aio import aio
 from libervia_cache.storage import DatabaseVersionError, Store, migrate
 from libervia_cache.storage.engine import create_engine as create_async_engine
 from libervia_cache.storage.fts import is_fts_object
@@ -31,11 +31,11 @@ async def migrate_to(path: Path, revision: str) -> None:
     target = order[-1] if revision == "head" else None if revision == "base" else revision
 
     def run(connection: Connection) -> None:
-        current = migrate.current_revision_sync(connection)
+        current = migrate.current_revision(connection)
         if order.index(target) >= order.index(current):
-            migrate.upgrade_sync(connection, revision)
+            migrate.upgrade_to(connection, revision)
         else:
-            migrate.downgrade_sync(connection, revision)
+            migrate.downgrade_to(connection, revision)
 
     async def in_asyncio() -> None:
         engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
@@ -127,12 +127,14 @@ async def test_every_revision_round_trips_with_data(tmp_path: Path) -> None:
     await store.cache_items(node.id, items("a", "b", "c"))
     await store.close()
     before = table_rows(path)
-    revisions = [r.revision for r in migrate.revisions()]
-    for down, up in zip(["base", *revisions[:-1]][1:], revisions[1:], strict=True):
-        await migrate_to(path, down)
+    # each revision down (to the one before it) and up again, back to head: nothing lost
+    for revision in migrate.revisions()[1:]:
+        assert revision.down_revision is not None
+        await migrate_to(path, revision.down_revision)
         rows = table_rows(path)
         assert len(rows["pubsub_items"]) == 3
-        await migrate_to(path, up)
+        assert [row["id"] for row in rows["pubsub_nodes"]] == [node.id]
+        await migrate_to(path, "head")
         assert table_rows(path) == before
     store = await Store.open(f"sqlite+aiosqlite:///{path}")
     try:
@@ -142,6 +144,23 @@ async def test_every_revision_round_trips_with_data(tmp_path: Path) -> None:
         await store.close()
     await migrate_to(path, "base")
     assert schema(path) == set()
+
+
+async def test_node_ids_are_never_reused_after_a_reset(tmp_path: Path) -> None:
+    """Created or migrated, the nodes table is AUTOINCREMENT: a node created after a
+    reset never gets the id of a node that work in flight may still hold."""
+    for name in ("created.db", "migrated.db"):
+        path = tmp_path / name
+        if name == "migrated.db":
+            await migrate_to(path, migrate.revisions()[0].revision)
+        store = await Store.open(f"sqlite+aiosqlite:///{path}")
+        try:
+            first = await store.get_or_create_node("alice", "svc", "blog")
+            await store.reset()
+            second = await store.get_or_create_node("alice", "svc", "blog")
+            assert second.id > first.id, name
+        finally:
+            await store.close()
 
 
 async def test_an_old_database_is_upgraded_on_open(tmp_path: Path) -> None:

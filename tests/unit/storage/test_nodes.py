@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import sqlite3
+from pathlib import Path
 
-from libervia_cache.aio import aio
+import pytest
+from twisted.internet import defer
+
+from libervia_cache.storage.aio import aio
 from libervia_cache.storage import NodeInfo, Store, SyncState
 
 from .conftest import items
@@ -80,3 +85,25 @@ async def test_the_fast_node_lookup_answers_what_the_engine_answers(store: Store
     assert fast.sync_state_updated is not None and fast.sync_state_updated.tzinfo is not None
     assert fast.extra == {"k": [1]} and fast.subscribed is True
     assert await store.get_node("bob", "pubsub.example.org", "other") is None
+
+
+async def test_a_cancelled_write_never_leaves_a_transaction_open(
+    store: Store, tmp_path: Path
+) -> None:
+    """Cancelling the Deferred of a write (a cancelled sync) stops the caller waiting, not
+    the transaction: it commits, the write lock is released, and the next writes of
+    this store and of another process go through at once."""
+    node = await store.get_or_create_node("alice", "svc", "blog")
+    for attempt in range(20):
+        pending = store.cache_items(node.id, items(*(f"a{attempt}-{n}" for n in range(200))))
+        pending.cancel()  # at once: the transaction has started or is about to
+        with pytest.raises((defer.CancelledError, asyncio.CancelledError)):
+            await pending
+    await store.cache_items(node.id, items("after"))
+    other = sqlite3.connect(tmp_path / "cache.db", timeout=0.5)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # fails at once if a transaction stayed open
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert await store.count_items(node.id) == 20 * 200 + 1

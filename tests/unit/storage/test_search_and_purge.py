@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from libervia_cache.search import OPERATORS, SearchQueryError
-from libervia_cache.storage import Store, SyncState
+from libervia_cache.storage.query import OPERATORS, SearchQueryError
+from libervia_cache.storage import Store, SyncState, SyncSuperseded
 from libervia_cache.storage.searching import OPERATOR_SQL
 
 POSTS: list[tuple[str, str, dict[str, Any]]] = [
@@ -135,11 +135,24 @@ async def test_purge_by_dates(store: Store) -> None:
 
 async def test_purge_makes_completed_nodes_incomplete(store: Store) -> None:
     blog = await store.get_or_create_node("alice", "svc", "blog")
-    await store.cache_items(blog.id, POSTS, complete=True)
+    token = await store.begin_sync(blog.id, {})
+    await store.cache_items(blog.id, POSTS, complete=True, token=token)
+    assert [n.name for n in await store.nodes_to_purge({"nodes": ["blog"]})] == ["blog"]
     await store.purge({"nodes": ["blog"]})
     refreshed = await store.get_node("alice", "svc", "blog")
     assert refreshed is not None and refreshed.sync_state is None
     assert refreshed.sync_state is not SyncState.COMPLETED
+
+
+async def test_purge_supersedes_the_sync_running_on_a_node_it_touches(store: Store) -> None:
+    blog = await store.get_or_create_node("alice", "svc", "blog")
+    token = await store.begin_sync(blog.id, {})
+    await store.cache_items(blog.id, POSTS[2:], where="oldest", token=token)
+    await store.purge({"nodes": ["blog"]})
+    with pytest.raises(SyncSuperseded):
+        await store.cache_items(blog.id, POSTS[:2], where="oldest", complete=True, token=token)
+    refreshed = await store.get_node("alice", "svc", "blog")
+    assert refreshed is not None and refreshed.sync_state is None
 
 
 async def test_purge_keeps_pages_exact(store: Store) -> None:

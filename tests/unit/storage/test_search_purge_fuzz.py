@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 from twisted.internet.defer import Deferred
 
-from libervia_cache.aio import aio
+from libervia_cache.storage.aio import aio
 from libervia_cache.backend.bridge import Bridge, BridgeError
 from libervia_cache.bridge_api import register_bridge_methods
-from libervia_cache.search import OPERATORS, ORDER_KEYS, SearchQueryError
+from libervia_cache.storage.query import OPERATORS, ORDER_KEYS, SearchQueryError
 from libervia_cache.storage import Store, SyncState
 from libervia_cache.storage.models import items_table, nodes_table
 from tests.conftest import run
