@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from twisted.words.protocols.jabber.jid import JID
 
-from libervia_cache.backend.bridge import BridgeClient, BridgeError
+from libervia_cache.control import ControlClient
+from libervia_cache.errors import BridgeError
 from tests.conftest import run
 from tests.integration.daemon_helpers import (
     DaemonProcess,
@@ -238,7 +239,7 @@ def test_purge_with_a_bad_date_is_a_usage_error_with_exit_code_1(daemon: DaemonP
 
 
 def test_bridge_methods_answer_bad_arguments_with_typed_errors(daemon: DaemonProcess) -> None:
-    client = BridgeClient(daemon.config.parent / "daemon.sock")
+    client = ControlClient(daemon.config.parent / "daemon.sock")
     cases: list[tuple[str, dict[str, Any], str, str]] = [
         ("ps_cache_purge", {"filters": {"bogus": 1}}, "bad_request", "bogus"),
         (
