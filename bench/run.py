@@ -3,9 +3,10 @@
 Starts what it needs: a private ejabberd on 127.0.0.1 (``tests/servers``), the daemon
 in-process (P1, P1L, P3, P6) and as the real ``libervia-cache daemon`` process (P1b);
 P2/P4 come from :mod:`bench.store_bench` and P5 from :mod:`bench.p5_rss`, each in a
-child process of its own. Prints every figure as a ratio or a median measured in this
-run and writes ``bench/results.json`` (one key per id: ``value``, ``unit``, ``target``,
-``detail`` with the raw medians). It reports; it never asserts timings.
+child process of its own; CLI times the command's start-up in child processes. Prints
+every figure as a ratio or a median measured in this run and writes
+``bench/results.json`` (one key per id: ``value``, ``unit``, ``target``, ``detail`` with
+the raw medians). It reports; it never asserts timings.
 
     python -m bench [--quick] [--json PATH] [--only P1,P3,...]
 """
@@ -27,7 +28,7 @@ from bench import common
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
-ALL_IDS = ("P1", "P1L", "P1b", "P2", "P3", "P4", "P5", "P6")
+ALL_IDS = ("P1", "P1L", "P1b", "P2", "P3", "P4", "P5", "P6", "CLI")
 MICROBLOG = "urn:xmpp:microblog:0"
 PAGE = 20
 
@@ -49,6 +50,7 @@ class Sizes:
         self.large_server_reps = 40 if not quick else 10
         self.rounds = 5 if not quick else 2
         self.cli_reps = 12 if not quick else 4
+        self.startup_reps = 30 if not quick else 10
         self.bridge_reps = 300 if not quick else 50
         self.p6_waves = 15 if not quick else 5
         self.p6_readers = 200
@@ -422,7 +424,7 @@ async def real_server_part(
 
 def p1b_cli(server: Any, directory: Path, node: str, sizes: Sizes) -> dict[str, Any]:
     """``get --json`` through the CLI, cache vs network; and the bridge call alone."""
-    from libervia_cache.backend.bridge import BridgeClient
+    from libervia_cache.control import ControlClient
     from tests.integration.daemon_helpers import DaemonProcess, write_config
 
     service = server.pubsub_service
@@ -441,7 +443,7 @@ def p1b_cli(server: Any, directory: Path, node: str, sizes: Sizes) -> dict[str, 
 
             return call
 
-        bridge = BridgeClient(directory / "daemon.sock")
+        bridge = ControlClient(directory / "daemon.sock")
 
         def bridge_call(use_cache: bool) -> Callable[[], None]:
             params = {
@@ -492,6 +494,83 @@ def p1b_cli(server: Any, directory: Path, node: str, sizes: Sizes) -> dict[str, 
             "bridge_speedup": round(m["br_n"] / m["br_c"], 1),
             "how": "the CLI is a new Python process per call (start-up dominates); "
             "bridge = one ps_items_get over the control socket from a blocking client",
+        },
+    }
+
+
+# --- CLI: the command's start-up ----------------------------------------------------------
+
+
+def run_child(argv: list[str]) -> float:
+    """Run ``argv`` (output thrown away); its wall time in ms. Exit code 2 (no daemon)
+    is what the client command is expected to end with."""
+    start = time.perf_counter()
+    code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    elapsed = (time.perf_counter() - start) * 1000
+    if code not in (0, 2):
+        raise AssertionError(f"{' '.join(argv)} exited with {code}")
+    return elapsed
+
+
+def peak_rss_mib(argv: list[str], runs: int = 3) -> float | None:
+    """Median peak RSS of ``argv`` in MiB, per GNU time (None without /usr/bin/time).
+
+    Not from ``wait4`` here: a child forked from this big process inherits its
+    high-water mark; GNU time is small and forks the command itself.
+    """
+    gnu_time = Path("/usr/bin/time")
+    if not gnu_time.exists():
+        return None
+    peaks = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [str(gnu_time), "-f", "%M", *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        peaks.append(int(done.stderr.strip().splitlines()[-1]) / 1024)
+    return round(common.median(peaks), 1)
+
+
+def cli_startup(sizes: Sizes) -> dict[str, Any]:
+    """``libervia-cache --help`` and a client command vs ``python -c "import click"``.
+
+    Each run is a new interpreter (the way people run the command), the commands
+    interleaved so that a noisy neighbour hits them alike. The client command is
+    ``status`` against a socket nobody listens on: it reads the configuration, connects
+    and fails with exit code 2, the whole path of a command but the daemon's time.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "libervia-cache.conf"
+        config.write_text(f"[daemon]\nsocket = {Path(tmp) / 'nobody.sock'}\n")
+        cli = [sys.executable, "-m", "libervia_cache"]
+        commands = {
+            "cli_help": [*cli, "--help"],
+            "cli_status_no_daemon": [*cli, "--config", str(config), "status"],
+            "import_click": [sys.executable, "-c", "import click"],
+            "bare_python": [sys.executable, "-c", "pass"],
+        }
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for rep in range(2 + sizes.startup_reps):  # 2 warm-up rounds (.pyc, page cache)
+            for name, argv in commands.items():
+                elapsed = run_child(argv)
+                if rep >= 2:
+                    times[name].append(elapsed)
+        peaks = {name: peak_rss_mib(argv) for name, argv in commands.items()}
+    m = {name: common.median(values) for name, values in times.items()}
+    return {
+        "value": round(m["cli_help"] / m["import_click"], 2),
+        "unit": 'x the start-up of python -c "import click" (libervia-cache --help)',
+        "target": "<= 2x",
+        "detail": {
+            **{f"{name}_ms": round(value, 1) for name, value in m.items()},
+            "cli_status_vs_import_click": round(m["cli_status_no_daemon"] / m["import_click"], 2),
+            **{f"{name}_peak_rss_mib": peak for name, peak in peaks.items()},
+            "runs_each": sizes.startup_reps,
+            "how": "a new interpreter per run, the four commands interleaved, medians of the "
+            "wall time; status reads the configuration and meets no daemon (exit 2); peak "
+            "RSS per GNU time",
         },
     }
 
@@ -569,6 +648,9 @@ def main() -> None:
 
     results: dict[str, Any] = {}
     store: dict[str, Any] = {}
+    if "CLI" in wanted:  # first: before the servers load the machine
+        log("CLI: start-up of libervia-cache vs python -c 'import click'")
+        results["CLI"] = cli_startup(sizes)
     if wanted & {"P1", "P1L", "P1b", "P3", "P6"}:
         missing = EjabberdServer.missing_binaries()
         if missing:

@@ -95,6 +95,7 @@ class Context:
         self.profile_name = profile
         self.debug = debug
         self._settings: ClientSettings | None = None
+        self._client: ControlClient | None = None
 
     @property
     def settings(self) -> ClientSettings:
@@ -118,14 +119,24 @@ class Context:
         params: dict[str, Any],
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> Any:
-        """Call a bridge method of the daemon; a bridge error ends the command."""
-        client = ControlClient(self.settings.socket_path)
+        """Call a bridge method of the daemon; a bridge error ends the command.
+
+        The calls of one command share a connection (:meth:`close` ends it).
+        """
+        if self._client is None:
+            self._client = ControlClient(self.settings.socket_path)
         try:
-            return client.call(method, params, on_progress=on_progress)
+            return self._client.call(method, params, on_progress=on_progress)
         except BridgeError as error:
             if self.debug:
                 raise
             fail(error.message, exit_code(error.kind))
+
+    def close(self) -> None:
+        """Close the connection to the daemon, if any."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -174,3 +185,4 @@ def main(ctx: click.Context, config_path: Path | None, profile: str | None, debu
     if isinstance(ctx.command, CacheGroup):
         ctx.command.debug = debug
     ctx.obj = Context(config_path, profile, debug)
+    ctx.call_on_close(ctx.obj.close)

@@ -244,8 +244,12 @@ class FakeDaemon:
                 connection, _ = self.server.accept()
             except OSError:
                 return
-            with connection, connection.makefile("rwb") as stream:
-                request = json.loads(stream.readline())
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection, connection.makefile("rwb") as stream:
+            for line in stream:
+                request = json.loads(line)
                 self.requests.append(request)
                 for message in self.replies[request["method"]]:
                     stream.write(json.dumps({"id": request["id"], **message}).encode() + b"\n")
