@@ -167,7 +167,9 @@ def _recursion(error: BaseException) -> str:
 #: exception (class, or dotted path of a class outside the standard library) ->
 #: (kind, one-line describer or None for ``str(error)``). First match wins: subclasses
 #: before their bases.
-EXCEPTIONS: tuple[tuple[type[BaseException] | str, str, Callable[[BaseException], str] | None], ...] = (
+EXCEPTIONS: tuple[
+    tuple[type[BaseException] | str, str, Callable[[BaseException], str] | None], ...
+] = (
     (NodeNotFound, "not_found", None),
     (CacheUnavailable, "unavailable", _unavailable),
     (SyncError, "server", None),

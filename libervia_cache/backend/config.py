@@ -1,21 +1,18 @@
 """The daemon's INI configuration, validated on load (implements :class:`hostapi.Config`).
 
 Every key the daemon knows is declared once in :data:`SCHEMA` (section kind -> key ->
-parser and default); anything else in the file is an error. A :class:`ConfigError`
+parser and default), merged with the sections its plugins declare
+(``PLUGIN_INFO["config"]``, see :class:`libervia_cache.hostapi.ConfigKey`); anything
+else in the file is an error. A :class:`ConfigError`
 message is one line naming the file, ``[section] key`` and what is wrong, so that the
 daemon and the CLI can print it as is::
 
     [daemon]
     socket = /run/user/1000/libervia-cache/daemon.sock
 
+    # a plugin's section: the cache plugin declares [pubsub_cache]
     [pubsub_cache]
-    # cache or no_cache
     strategy = cache
-    db_url = sqlite+aiosqlite:////home/me/cache.db
-    # items per node
-    cache_limit = 5000
-    # seconds before a running synchronisation is cancelled and redone
-    progress_deadline = 21600
 
     [profile alice]
     jid = alice@example.org
@@ -30,7 +27,8 @@ daemon and the CLI can print it as is::
 
 Comments are whole lines (``#`` or ``;``): there are no inline comments, so a password
 may hold any character.
-Relative paths (``socket``, ``tls_ca``) are relative to the directory of the file.
+Relative paths (``socket``, ``tls_ca``, and those of plugins' keys) are relative to the
+directory of the file.
 """
 
 from __future__ import annotations
@@ -38,20 +36,19 @@ from __future__ import annotations
 import configparser
 import enum
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import platformdirs
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
+
+from libervia_cache.hostapi import ConfigKey
 
 __all__ = [
     "APP_NAME",
     "SCHEMA",
-    "CacheStrategy",
     "ConfigError",
     "DaemonConfig",
     "ProfileConfig",
@@ -67,13 +64,6 @@ PROFILE_PREFIX = "profile"
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message is one line naming the culprit."""
-
-
-class CacheStrategy(enum.StrEnum):
-    """``[pubsub_cache] strategy``: whether synced nodes are answered from the cache."""
-
-    CACHE = "cache"
-    NO_CACHE = "no_cache"
 
 
 class TLSPolicy(enum.StrEnum):
@@ -146,14 +136,6 @@ def _int_range(low: int, high: int | None = None) -> Callable[[str, Path], int]:
     return parse
 
 
-def _db_url(raw: str, base: Path) -> str:
-    try:
-        make_url(raw)
-    except ArgumentError:
-        raise ValueError(f"{raw!r} is not an SQLAlchemy database URL") from None
-    return raw
-
-
 def _bare_jid(raw: str, base: Path) -> JID:
     try:
         jid = JID(raw)
@@ -202,16 +184,11 @@ class Key:
         return self.default(values) if self.computed else self.default
 
 
-#: Section kind -> key -> :class:`Key`. ``profile`` is the kind of ``[profile NAME]``.
+#: Section kind -> key -> :class:`Key`: the daemon's own sections. ``profile`` is the
+#: kind of ``[profile NAME]``. Plugins add theirs (:func:`plugin_schema`).
 SCHEMA: dict[str, dict[str, Key]] = {
     "daemon": {
         "socket": Key(_path, lambda values: default_socket_path(), computed=True),
-    },
-    "pubsub_cache": {
-        "strategy": Key(_choice(CacheStrategy), CacheStrategy.CACHE),
-        "db_url": Key(_db_url, None),
-        "cache_limit": Key(_int_range(1), 5000),
-        "progress_deadline": Key(_int_range(1), 21600),
     },
     PROFILE_PREFIX: {
         "jid": Key(_bare_jid, _REQUIRED),
@@ -223,10 +200,38 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+Schema = dict[str, dict[str, Key]]
 
-def _section_kind(section: str) -> str | None:
-    """The :data:`SCHEMA` kind of a section name, or None if it is not one."""
-    if section in SCHEMA and section != PROFILE_PREFIX:
+
+def plugin_schema(declared: Mapping[str, Sequence[ConfigKey]]) -> Schema:
+    """The sections plugins declare (``{section: (ConfigKey, ...)}``) as schema entries."""
+    return {
+        section: {key.name: Key(key.parse, key.default) for key in keys}
+        for section, keys in declared.items()
+    }
+
+
+def installed_plugins_config() -> dict[str, tuple[ConfigKey, ...]]:
+    """The configuration sections declared by the installed plugins (entry points)."""
+    from libervia_cache.backend.plugins import declared_config
+
+    return declared_config()
+
+
+def _merge(declared: Mapping[str, Sequence[ConfigKey]]) -> Schema:
+    schema = dict(SCHEMA)
+    for section, keys in plugin_schema(declared).items():
+        if section in schema:
+            raise ConfigError(
+                f"a plugin declares configuration section [{section}], which is taken"
+            )
+        schema[section] = keys
+    return schema
+
+
+def _section_kind(schema: Schema, section: str) -> str | None:
+    """The schema kind of a section name, or None if it is not one."""
+    if section in schema and section != PROFILE_PREFIX:
         return section
     kind, _, name = section.partition(" ")
     if kind == PROFILE_PREFIX and name.strip() and name == name.strip():
@@ -243,7 +248,7 @@ class DaemonConfig:
         self.profiles: dict[str, ProfileConfig] = {
             section.partition(" ")[2]: ProfileConfig(name=section.partition(" ")[2], **values)
             for section, values in sections.items()
-            if _section_kind(section) == PROFILE_PREFIX
+            if section.startswith(PROFILE_PREFIX + " ")
         }
 
     @property
@@ -272,7 +277,7 @@ class DaemonConfig:
     def get(self, section: str, key: str) -> Any:
         """The validated value of ``[section] key`` (its default when not in the file).
 
-        ``section`` is ``daemon``, ``pubsub_cache`` or ``profile NAME`` (an existing
+        ``section`` is ``daemon``, a plugin's section or ``profile NAME`` (an existing
         profile). Raises ``KeyError`` for a key or section the daemon does not know.
         """
         if section in self._sections and key in self._sections[section]:
@@ -280,14 +285,16 @@ class DaemonConfig:
         raise KeyError(f"unknown configuration key [{section}] {key}")
 
 
-def _parse_section(path: Path, section: str, kind: str, raw: Mapping[str, str]) -> dict[str, Any]:
-    schema = SCHEMA[kind]
+def _parse_section(
+    schema: Schema, path: Path, section: str, kind: str, raw: Mapping[str, str]
+) -> dict[str, Any]:
+    keys = schema[kind]
     for key in raw:
-        if key not in schema:
-            known = ", ".join(schema)
+        if key not in keys:
+            known = ", ".join(keys)
             raise ConfigError(f"{path}: [{section}] {key}: unknown key (known keys: {known})")
     values: dict[str, Any] = {}
-    for key, spec in schema.items():
+    for key, spec in keys.items():
         if key in raw:
             text = raw[key].strip()
             if not text:
@@ -318,33 +325,42 @@ def _read(path: Path) -> configparser.ConfigParser:
     return parser
 
 
-def load_config(path: Path | None = None) -> DaemonConfig:
+def load_config(
+    path: Path | None = None,
+    plugins_config: Mapping[str, Sequence[ConfigKey]] | None = None,
+) -> DaemonConfig:
     """Read and validate the configuration file.
 
-    Without ``path``, the default file (:func:`default_config_path`) is read if it
-    exists, else every key has its default and there is no profile. An explicitly
+    ``plugins_config``: the sections plugins declare (default: those of the installed
+    plugins). Without ``path``, the default file (:func:`default_config_path`) is read
+    if it exists, else every key has its default and there is no profile. An explicitly
     given file must exist. Raises :class:`ConfigError` (one line) on any problem.
     """
+    schema = _merge(installed_plugins_config() if plugins_config is None else plugins_config)
     if path is None:
         path = default_config_path()
         if not path.exists():
-            return DaemonConfig(path, _defaults(path))
+            return DaemonConfig(path, _defaults(schema, path))
     elif not path.exists():
         raise ConfigError(f"configuration file {path} not found")
     path = path.absolute()
     parser = _read(path)
-    sections = _defaults(path)
+    sections = _defaults(schema, path)
     for section in parser.sections():
-        kind = _section_kind(section)
+        kind = _section_kind(schema, section)
         if kind is None:
+            expected = ", ".join(f"[{name}]" for name in schema if name != PROFILE_PREFIX)
             raise ConfigError(
-                f"{path}: [{section}]: unknown section "
-                "(expected [daemon], [pubsub_cache] or [profile NAME])"
+                f"{path}: [{section}]: unknown section (expected {expected} or [profile NAME])"
             )
-        sections[section] = _parse_section(path, section, kind, parser[section])
+        sections[section] = _parse_section(schema, path, section, kind, parser[section])
     return DaemonConfig(path, sections)
 
 
-def _defaults(path: Path) -> dict[str, dict[str, Any]]:
+def _defaults(schema: Schema, path: Path) -> dict[str, dict[str, Any]]:
     """The values of the global sections when the file does not set them."""
-    return {kind: _parse_section(path, kind, kind, {}) for kind in SCHEMA if kind != PROFILE_PREFIX}
+    return {
+        kind: _parse_section(schema, path, kind, kind, {})
+        for kind in schema
+        if kind != PROFILE_PREFIX
+    }

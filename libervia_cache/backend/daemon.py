@@ -13,20 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
-from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp.subprotocols import XMPPHandler
 
-from libervia_cache.hostapi import as_deferred
 from libervia_cache.backend.bridge import Bridge, BridgeError
 from libervia_cache.backend.clients import ReconnectingClient, connect_client, disconnect_client
 from libervia_cache.backend.config import DaemonConfig, ProfileConfig
 from libervia_cache.backend.plugins import load_plugins
 from libervia_cache.backend.trigger import TriggerManager
 from libervia_cache.backend.xep_0060 import XEP_0060, EventDispatchingPubSubClient
-from libervia_cache.hostapi import NotConnected, parse_jid
-from libervia_cache.hostapi import rsm_request as parse_rsm
+from libervia_cache.errors import to_bridge_error
+from libervia_cache.hostapi import as_deferred, items_arguments
 
 log = logging.getLogger(__name__)
 
@@ -181,22 +179,27 @@ class Daemon:
         use_cache: bool = True,
     ) -> dict[str, Any]:
         """The transparent read: items as XML strings and the metadata of the answer."""
+        arguments = items_arguments(service, node, max_items, item_ids, rsm)
+        if not isinstance(use_cache, bool):
+            raise BridgeError("bad_request", f"use_cache: must be true or false, not {use_cache!r}")
+        if profile is not None and not isinstance(profile, str):
+            raise BridgeError("bad_request", f"profile: must be a string, not {profile!r}")
         client = self.get_client(profile or self.default_profile)
-        rsm_request = parse_rsm(rsm)
         try:
             items, metadata = await self.xep_0060.get_items(
                 client,
-                parse_jid(service),
-                node,
-                max_items=max_items,
-                item_ids=item_ids,
-                rsm_request=rsm_request,
+                arguments.service,
+                arguments.node,
+                max_items=arguments.max_items,
+                item_ids=arguments.item_ids,
+                rsm_request=arguments.rsm_request,
                 extra={"use_cache": use_cache},
             )
-        except StanzaError as error:
-            raise BridgeError("server", f"the pubsub service answered {error.condition}") from None
-        except defer.TimeoutError:
-            raise BridgeError("timeout", "the pubsub service did not answer in time") from None
-        except NotConnected as error:
-            raise BridgeError("unavailable", str(error)) from None
-        return {"items": [item.toXml() for item in items], "metadata": metadata}
+            return {"items": [item.toXml() for item in items], "metadata": metadata}
+        except BridgeError:
+            raise
+        except Exception as error:
+            converted = to_bridge_error(error)
+            if converted.kind == "internal":
+                raise
+            raise converted from None

@@ -27,7 +27,13 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "PluginLoadError", "load_plugins"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PluginInfo",
+    "PluginLoadError",
+    "declared_config",
+    "load_plugins",
+]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +122,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _discover(
-    entry_points: Iterable[EntryPointLike],
+    entry_points: Iterable[EntryPointLike], quiet: bool = False
 ) -> tuple[dict[str, PluginInfo], dict[str, str]]:
     """Import every entry point: (valid plugins by import name, failures by name)."""
     plugins: dict[str, PluginInfo] = {}
@@ -126,11 +132,14 @@ def _discover(
             info = parse_plugin_info(entry_point.load())
         except Exception as e:
             reason = _one_line(e)
+            if quiet:
+                failures[entry_point.name] = reason
+                continue
             log.error("plugin %s failed to load, skipped: %s", entry_point.name, reason)
             log.debug("plugin %s import failure", entry_point.name, exc_info=True)
             failures[entry_point.name] = reason
             continue
-        if info.import_name != entry_point.name:
+        if info.import_name != entry_point.name and not quiet:
             log.warning(
                 "plugin entry point %s declares import name %s; using %s",
                 entry_point.name,
@@ -139,7 +148,8 @@ def _discover(
             )
         if info.import_name in plugins:
             reason = f"duplicate import name, already provided by {plugins[info.import_name].label}"
-            log.error("plugin %s skipped: %s", info.label, reason)
+            if not quiet:
+                log.error("plugin %s skipped: %s", info.label, reason)
             continue
         plugins[info.import_name] = info
     return plugins, failures
@@ -194,6 +204,25 @@ def dependency_order(plugins: dict[str, PluginInfo]) -> list[PluginInfo]:
     for import_name in plugins:
         visit(import_name, required=True)
     return ordered
+
+
+def declared_config(
+    entry_points: Iterable[EntryPointLike] | None = None,
+) -> dict[str, tuple[Any, ...]]:
+    """The configuration sections the plugins declare in ``PLUGIN_INFO["config"]``
+    (``{section: (hostapi.ConfigKey, ...)}``), merged; plugins that fail to load declare
+    nothing (they are reported when the daemon loads them)."""
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    plugins, __ = _discover(entry_points, quiet=True)
+    declared: dict[str, tuple[Any, ...]] = {}
+    for info in plugins.values():
+        config = info.extra.get("config") or {}
+        if not isinstance(config, dict):
+            continue
+        for section, keys in config.items():
+            declared[section] = (*declared.get(section, ()), *keys)
+    return declared
 
 
 def load_plugins(

@@ -12,8 +12,7 @@ import bisect
 from collections.abc import Callable
 from typing import Any
 
-from libervia_cache.hostapi import as_deferred
-from libervia_cache.hostapi import ReturnPointResult
+from libervia_cache.hostapi import ReturnPointResult, as_deferred
 
 __all__ = ["TriggerManager"]
 

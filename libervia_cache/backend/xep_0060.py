@@ -23,11 +23,14 @@ from twisted.words.xish import domish
 from tx_xmpp import data_form, pubsub, rsm
 
 from libervia_cache.hostapi import (
+    GET_ITEMS_POINT,
+    GOT_ITEMS_POINT,
     Client,
     ConfigurationEvent,
     ItemsResult,
     NotConnected,
     PubsubEventHandler,
+    answer_metadata,
 )
 
 if TYPE_CHECKING:
@@ -156,11 +159,11 @@ class XEP_0060:
     ) -> ItemsResult:
         extra = dict(extra or {})
         args = (client, service, node, max_items, item_ids, sub_id, rsm_request, extra)
-        keep_going, answer = await self.host.trigger.async_return_point("XEP-0060_getItems", *args)
+        keep_going, answer = await self.host.trigger.async_return_point(GET_ITEMS_POINT, *args)
         if not keep_going:
             return answer
         items, metadata = await self.get_items_from_network(*args)
-        await self.host.trigger.async_point("XEP-0060_gotItems", *args, items, metadata)
+        await self.host.trigger.async_point(GOT_ITEMS_POINT, *args, items, metadata)
         return items, metadata
 
     def get_items_from_network(
@@ -257,24 +260,13 @@ def network_metadata(
     rsm_request: rsm.RSMRequest | None,
     rsm_response: rsm.RSMResponse | None,
 ) -> dict[str, Any]:
-    """Metadata of an answer that came from the network.
-
-    ``complete`` is True when no item of the node comes after the answer's last one:
-    from the RSM ``index``/``count`` when the service sent them; without RSM data, the
-    answer holds every item or the newest ``max_items`` ones (a service that ignores
-    RSM, like Prosody 0.12, sends every item).
-    """
-    metadata: dict[str, Any] = {
-        "service": (service or client.jid.userhostJID()).full(),
-        "node": node,
-        "cached": False,
-    }
-    if rsm_response is not None:
-        metadata["rsm"] = rsm_response.toDict()
-        if rsm_response.count is not None and rsm_response.index is not None:
-            metadata["complete"] = rsm_response.index + len(items) >= rsm_response.count
-        else:
-            metadata["complete"] = rsm_request is not None and len(items) < rsm_request.max
-    else:
-        metadata["complete"] = True
-    return metadata
+    """Metadata of an answer that came from the network (see
+    :func:`libervia_cache.hostapi.answer_metadata`, the rule shared with the cache)."""
+    return answer_metadata(
+        service or client.jid.userhostJID(),
+        node,
+        len(items),
+        rsm_request,
+        rsm_response.toDict() if rsm_response is not None else None,
+        cached=False,
+    )

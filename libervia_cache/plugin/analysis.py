@@ -17,8 +17,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
-from libervia_cache.hostapi import as_deferred
-from libervia_cache.hostapi import XEP0060, Client
+from libervia_cache.hostapi import XEP0060, Client, as_deferred
 
 log = logging.getLogger(__name__)
 

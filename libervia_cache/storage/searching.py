@@ -27,9 +27,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import UnaryExpression
 
-from .query import OrderBy, ParsedFilter, PurgeFilters, SearchQuery
 from .fts import FTS_TABLE
 from .models import items_table, nodes_table
+from .query import OrderBy, ParsedFilter, PurgeFilters, SearchQuery
 
 items = items_table
 nodes = nodes_table

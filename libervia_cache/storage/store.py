@@ -34,13 +34,13 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from twisted.internet import defer
 
-from .aio import aio, deferred_method
-from .query import SearchQueryError, parse_purge_filters, parse_search_query
 from . import pages, positions, searching
+from .aio import aio, deferred_method
 from .engine import connect_reader, create_engine, sqlite_file
 from .fts import extract_text
 from .migrate import prepare_database, run_in_transaction
 from .models import SyncState, items_table, nodes_table, utcnow
+from .query import SearchQueryError, parse_purge_filters, parse_search_query
 from .records import ItemsPage, NodeGone, NodeInfo, SyncSuperseded
 
 T = TypeVar("T")
@@ -145,9 +145,7 @@ def _node_info(row: Any) -> NodeInfo:
 def _check_owner(connection: Connection, node_id: int, token: str | None) -> None:
     """Raise :class:`NodeGone` if the node is gone, :class:`SyncSuperseded` if ``token``
     is given and no longer owns it (in the caller's write transaction)."""
-    row = connection.execute(
-        select(nodes.c.sync_token).where(nodes.c.id == node_id)
-    ).one_or_none()
+    row = connection.execute(select(nodes.c.sync_token).where(nodes.c.id == node_id)).one_or_none()
     if row is None:
         raise NodeGone(f"node {node_id} no longer exists")
     if token is not None and row.sync_token != token:
@@ -725,14 +723,16 @@ class Store:
         return await self._read(run)
 
     @deferred_method
-    async def reset(self) -> None:
-        """Forget everything: every node and item."""
+    async def reset(self) -> tuple[int, int]:
+        """Forget everything: every node and item. Returns how many nodes and items
+        there were. Work still holding a node's id finds it gone (ids are not reused)."""
 
-        def run(connection: Connection) -> None:
-            connection.execute(delete(items))
-            connection.execute(delete(nodes))
+        def run(connection: Connection) -> tuple[int, int]:
+            deleted_items = connection.execute(delete(items)).rowcount
+            deleted_nodes = connection.execute(delete(nodes)).rowcount
+            return deleted_nodes, deleted_items
 
-        await self._write(run)
+        return await self._write(run)
 
 
 def _delete_items_where(connection: Connection, condition: Any) -> int:

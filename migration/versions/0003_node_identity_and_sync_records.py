@@ -37,7 +37,9 @@ NODE_COLUMNS = (
     "id, profile, service, name, analyser, type, subtype, sync_state, sync_state_updated, "
     "subscribed, extra, position_gap_from, creation_gap_from"
 )
-ITEM_COLUMNS = "id, node_id, item_id, data, parsed, created, updated, position, creation_position, text"
+ITEM_COLUMNS = (
+    "id, node_id, item_id, data, parsed, created, updated, position, creation_position, text"
+)
 
 
 def new_node_columns() -> list[sa.Column[object]]:

@@ -6,7 +6,9 @@ import asyncio
 
 from twisted.internet import defer
 
-from libervia_cache.aio import SerialQueue, aio, as_deferred
+from libervia_cache.hostapi import as_deferred
+from libervia_cache.plugin.serial import KeyedQueues, SerialQueue
+from libervia_cache.storage.aio import aio
 
 
 async def test_an_asyncio_coroutine_is_awaited_from_twisted() -> None:
@@ -70,3 +72,25 @@ async def test_a_failing_job_fails_its_deferred_only() -> None:
     else:
         raise AssertionError("the job's failure was lost")
     assert await after == "still runs"
+
+
+async def test_keyed_queues_run_each_key_in_order_and_keys_independently() -> None:
+    queues = KeyedQueues()
+    order: list[str] = []
+    slow: defer.Deferred[None] = defer.Deferred()
+
+    async def job(name: str, wait: defer.Deferred[None] | None = None) -> None:
+        if wait is not None:
+            await wait
+        order.append(name)
+
+    a1 = queues.run("a", lambda: job("a1", slow))
+    a2 = queues.run("a", lambda: job("a2"))
+    b1 = queues.run("b", lambda: job("b1"))
+    await b1  # "b" does not wait for the slow job of "a"
+    assert order == ["b1"] and queues.pending("a") == 2
+    slow.callback(None)
+    await a1
+    await a2
+    assert order == ["b1", "a1", "a2"]
+    assert len(queues) == 0  # empty queues are forgotten

@@ -11,7 +11,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
 from libervia_cache.plugin.analysis import Analyser
-from libervia_cache.sync import normalise_item, parse_items
+from libervia_cache.plugin.items import normalise_item, parse_items
 from libervia_cache.plugin.xml import parse_element
 
 SERVICE = JID("pubsub.example.org")
@@ -89,3 +89,14 @@ def test_event_items_are_stored_in_the_pubsub_namespace() -> None:
     assert normalised.toXml() == (
         f"<item xmlns='{PUBSUB}' id='e' publisher='a@b'><p xmlns='urn:t'>x</p></item>"
     )
+
+
+async def test_an_item_nested_too_deeply_is_refused_with_its_id_not_a_recursion_error() -> None:
+    from libervia_cache.plugin.items import MAX_ITEM_DEPTH, UnstorableItem
+
+    depth = 1500  # as Prosody relays it
+    payload = "<a xmlns='urn:deep'>" * depth + "</a>" * depth
+    deep = parse_element(f"<item xmlns='http://jabber.org/protocol/pubsub' id='deep'>{payload}</item>")
+    shallow = parse_element("<item xmlns='http://jabber.org/protocol/pubsub' id='ok'><x xmlns='urn:x'/></item>")
+    with pytest.raises(UnstorableItem, match=f"'deep' is nested more than {MAX_ITEM_DEPTH}"):
+        await parse_items(None, None, SERVICE, "node", [shallow, deep])  # type: ignore[arg-type]

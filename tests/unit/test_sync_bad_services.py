@@ -1,8 +1,8 @@
 """Synchronisation against services that answer RSM badly.
 
 A fake pubsub service (the ``get_items_from_network``/``subscribe``/
-``get_configuration`` part of ``hostapi.XEP0060``) serves crafted pages to
-:func:`libervia_cache.sync.synchronise_node`, which writes into a real store on a
+``get_configuration`` part of ``hostapi.XEP0060``) serves crafted pages to a
+:class:`libervia_cache.plugin.sync.NodeSync`, which writes into a real store on a
 temporary SQLite file. Whatever the service does, the sync ends (no loop), never stores
 a wrong page, and never marks a partial node COMPLETED.
 """
@@ -21,8 +21,13 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import pubsub, rsm
 
+from libervia_cache.errors import SyncError
+from libervia_cache.plugin.counters import Counters
+from libervia_cache.plugin.serial import KeyedQueues
+from libervia_cache.plugin.settings import Settings
+from libervia_cache.plugin.store_access import StoreAccess
+from libervia_cache.plugin.sync import NodeSync
 from libervia_cache.storage import NodeInfo, Store, SyncState
-from libervia_cache.sync import SyncError, synchronise_node
 from tests.conftest import run
 
 SERVICE = "pubsub.example.org"
@@ -128,9 +133,20 @@ async def _close(store: Store) -> None:
 async def sync(store: Store, service: FakeService, limit: int = 5000) -> NodeInfo:
     """Run a sync; return the node as the store has it afterwards (also on failure)."""
     node_info = await store.get_or_create_node("bob", SERVICE, NODE)
-    await synchronise_node(
-        store, service, FakeClient(), node_info, None, limit=limit, page_size=PAGE_SIZE
+    node_sync = NodeSync(
+        node_info,
+        FakeClient(),
+        store_access=StoreAccess(None, store=store),
+        pubsub=service,  # type: ignore[arg-type]
+        analyser=None,
+        settings=Settings(cache_limit=limit, page_size=PAGE_SIZE),
+        queues=KeyedQueues(),
+        counters=Counters(),
     )
+    node_sync.start()
+    await node_sync.wait()
+    if node_sync.error is not None:
+        raise node_sync.error
     return await stored_node(store)
 
 
@@ -221,7 +237,9 @@ async def test_an_error_for_the_services_own_key_fails_without_completing(
     with pytest.raises(StanzaError):
         await sync(store, FakeService(ids(25), page=forgetful))
     node_info = await stored_node(store)
-    assert node_info.sync_state is SyncState.IN_PROGRESS  # the plugin then sets ERROR
+    assert node_info.sync_state is SyncState.ERROR
+    assert node_info.sync_error == "the pubsub service answered item-not-found"
+    assert await store.count_items(node_info.id) == 0
 
 
 # --- RSM answers without `last`, with a lying `count`, keys that are not ids ----------

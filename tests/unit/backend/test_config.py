@@ -9,7 +9,6 @@ import pytest
 from twisted.words.protocols.jabber.jid import JID
 
 from libervia_cache.backend.config import (
-    CacheStrategy,
     ConfigError,
     DaemonConfig,
     ProfileConfig,
@@ -18,6 +17,8 @@ from libervia_cache.backend.config import (
     default_socket_path,
     load_config,
 )
+from libervia_cache.hostapi import ConfigKey, integer
+from libervia_cache.plugin.settings import CacheStrategy
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 PROFILE = "[profile alice]\njid = alice@example.org\npassword = secret\n"
@@ -157,10 +158,23 @@ def test_db_url(tmp_path: Path) -> None:
     assert load(tmp_path, f"[pubsub_cache]\ndb_url = {url}\n").get("pubsub_cache", "db_url") == url
 
 
-def test_bad_db_url_is_an_error(tmp_path: Path) -> None:
-    message = error_of(tmp_path, "[pubsub_cache]\ndb_url = not a url\n")
+def test_a_relative_db_url_is_relative_to_the_configuration_file(tmp_path: Path) -> None:
+    config = load(tmp_path, "[pubsub_cache]\ndb_url = sqlite+aiosqlite:///data/cache.db\n")
+    assert config.get("pubsub_cache", "db_url") == f"sqlite+aiosqlite:///{tmp_path}/data/cache.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("not a url", "is not a database URL"),
+        ("sqlite:////var/lib/cache.db", "use sqlite+aiosqlite:///PATH"),
+        ("postgresql://localhost/cache", "use sqlite+aiosqlite:///PATH"),
+    ],
+)
+def test_bad_db_url_is_an_error(tmp_path: Path, url: str, problem: str) -> None:
+    message = error_of(tmp_path, f"[pubsub_cache]\ndb_url = {url}\n")
     assert "[pubsub_cache] db_url:" in message
-    assert "not an SQLAlchemy database URL" in message
+    assert problem in message
 
 
 @pytest.mark.parametrize("key", ["cache_limit", "progress_deadline"])
@@ -191,6 +205,17 @@ def test_unknown_pubsub_cache_key_is_an_error(tmp_path: Path) -> None:
 
 
 # --- sections
+
+
+def test_the_daemon_knows_the_sections_its_plugins_declare_and_no_other(tmp_path: Path) -> None:
+    declared = {"my_plugin": (ConfigKey("depth", integer(1, 9), 3, "how deep"),)}
+    path = write(tmp_path, "[my_plugin]\ndepth = 7\n")
+    assert load_config(path, plugins_config=declared).get("my_plugin", "depth") == 7
+    assert load_config(write(tmp_path, "", "empty.conf"), declared).get("my_plugin", "depth") == 3
+    with pytest.raises(ConfigError, match=r"\[my_plugin\] depth: 12 is out of range"):
+        load_config(write(tmp_path, "[my_plugin]\ndepth = 12\n"), plugins_config=declared)
+    with pytest.raises(ConfigError, match=r"\[pubsub_cache\]: unknown section"):
+        load_config(write(tmp_path, "[pubsub_cache]\n"), plugins_config=declared)
 
 
 @pytest.mark.parametrize("section", ["daemons", "DEFAULT", "profile", "profile ", "cache"])

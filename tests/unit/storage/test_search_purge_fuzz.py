@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,12 +23,13 @@ from sqlalchemy import func, select, update
 from twisted.internet.defer import Deferred
 
 from libervia_cache.storage.aio import aio
-from libervia_cache.backend.bridge import Bridge, BridgeError
-from libervia_cache.bridge_api import register_bridge_methods
+from libervia_cache.backend.bridge import Bridge
+from libervia_cache.errors import BridgeError
 from libervia_cache.storage.query import OPERATORS, ORDER_KEYS, SearchQueryError
 from libervia_cache.storage import Store, SyncState
 from libervia_cache.storage.models import items_table, nodes_table
 from tests.conftest import run
+from tests.fakes import FakeService, start_plugin
 
 INJECTION = "'); DROP TABLE pubsub_items; --"
 
@@ -201,7 +203,8 @@ async def fill(store: Store) -> None:
     await store.reset()
     for profile, service, node, items in CORPUS:
         info = await store.get_or_create_node(profile, service, node, type_="blog")
-        await store.cache_items(info.id, items, complete=True)
+        token = await store.begin_sync(info.id, {})
+        await store.cache_items(info.id, items, complete=True, token=token)
 
 
 def snapshot(store: Store) -> Deferred[tuple[int, int, list[Any]]]:
@@ -578,42 +581,26 @@ async def test_sql_in_a_purge_filter_is_just_a_value(store: Store, key: str) -> 
 # --- through the bridge ---------------------------------------------------------------------
 
 
-class StoreBackedCache:
-    """The part of the plugin's public API the search and purge bridge methods use."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def search(self, query: Any) -> list[dict[str, Any]]:
-        return await self.store.search(query)
-
-    async def purge(self, filters: Any) -> int:
-        return await self.store.purge(filters)
-
-    async def count_purge(self, filters: Any) -> int:
-        return await self.store.count_purge(filters)
-
-
-class FakeHost:
-    """A host with a real bridge and two known profiles."""
-
-    default_profile = "bob"
-
-    def __init__(self) -> None:
-        self.bridge = Bridge()
-
-    def get_client(self, profile: str) -> Any:
-        if profile not in ("bob", "carol"):
-            raise BridgeError("not_found", f"unknown profile {profile!r}")
-        return object()
-
-
 @pytest.fixture
-def bridge(store: Store) -> Iterator[Bridge]:
-    host = FakeHost()
-    register_bridge_methods(host, StoreBackedCache(store))  # type: ignore[arg-type]
-    run(fill(store))
-    yield host.bridge
+def bridge(store: Store, db_url: str, tmp_path: Path) -> Iterator[Bridge]:
+    """The cache plugin on a fake host with a real bridge and profiles bob and carol,
+    on the database of ``store``."""
+    real_bridge = Bridge()
+
+    async def start() -> Any:
+        plugin, __ = await start_plugin(
+            FakeService(),
+            tmp_path,
+            config={"pubsub_cache.db_url": db_url},
+            profiles=("bob", "carol"),
+            bridge=real_bridge,
+        )
+        await fill(store)
+        return plugin
+
+    plugin = run(start())
+    yield real_bridge
+    run(plugin.stop())
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,139 @@
+"""Catching up on what the cache could not hear: after a (re)connection or a reopening.
+
+Events sent while the daemon was stopped, disconnected, or without its store are lost.
+When a profile (re)connects, or the store opens again after a failure, the syncs that
+were left IN_PROGRESS (a crash, a restart, a lost connection) are redone, and every
+COMPLETED node of the profile is held back from being served (:mod:`.holds`) until one
+request (the RSM last page of one item, with the count) tells whether it changed: a new,
+retracted or republished newest item, or a different count. A service without RSM
+answers every item: the whole node is compared. A node that changed is synchronised
+again. A change of an older item that leaves both untouched is not seen (``sync``
+refreshes it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.internet import defer
+from twisted.words.protocols.jabber.jid import JID
+from tx_xmpp import rsm
+
+from libervia_cache.errors import describe
+from libervia_cache.hostapi import XEP0060, Client
+from libervia_cache.plugin.holds import Holds
+from libervia_cache.plugin.items import UnstorableItem, normalise_item, serialise
+from libervia_cache.plugin.store_access import StoreAccess
+from libervia_cache.plugin.syncs import SyncManager
+from libervia_cache.storage import NodeInfo, SyncState
+
+log = logging.getLogger(__name__)
+
+#: at most this many checks in flight at once
+PARALLEL_CHECKS = 4
+
+
+class Freshness:
+    """Checks the synced nodes of a profile against its server after a gap."""
+
+    def __init__(
+        self,
+        *,
+        store_access: StoreAccess,
+        pubsub: XEP0060,
+        syncs: SyncManager,
+        holds: Holds,
+        clients: Callable[[], Mapping[str, Client]],
+    ) -> None:
+        self._store_access = store_access
+        self._pubsub = pubsub
+        self._syncs = syncs
+        self._holds = holds
+        self._clients = clients
+        self._slots = defer.DeferredSemaphore(PARALLEL_CHECKS)
+        #: the checks started by the last (re)connection (tests and status wait on it)
+        self.checks: defer.Deferred[Any] = defer.succeed(None)
+
+    async def profile_connected(self, client: Client) -> None:
+        """Redo what a gap left half done and check what it may have made stale."""
+        # synchronously, before any await: no read of this profile is answered from
+        # the cache until its nodes are listed for checking
+        self._holds.hold_profile(client.profile)
+        try:
+            await self._resume_and_check(client)
+        finally:
+            self._holds.release_profile(client.profile)
+
+    def store_reopened(self) -> None:
+        """The store works again: what came while it did not was dropped."""
+        for client in list(self._clients().values()):
+            defer.Deferred.fromCoroutine(self._check_profile(client))
+
+    async def _check_profile(self, client: Client) -> None:
+        try:
+            await self.profile_connected(client)
+        except Exception as error:
+            log.error(
+                "checking the nodes of profile %s failed: %s", client.profile, describe(error)
+            )
+
+    async def _resume_and_check(self, client: Client) -> None:
+        store = self._store_access.require()
+        for node_info in await store.get_nodes(
+            profile=client.profile, sync_state=SyncState.IN_PROGRESS
+        ):
+            if self._syncs.running(node_info.key) is None:
+                log.info(
+                    "node %s on %s was left half-synchronised: synchronising it again",
+                    node_info.name,
+                    node_info.service,
+                )
+                self._syncs.start(client, node_info)
+        completed = await store.get_nodes(profile=client.profile, sync_state=SyncState.COMPLETED)
+        self._holds.hold_unchecked([info.id for info in completed])
+        if completed:
+            self.checks = defer.DeferredList(
+                [self._slots.run(self.check, client, info) for info in completed]
+            )
+
+    async def check(self, client: Client, node_info: NodeInfo) -> None:
+        """Resynchronise ``node_info`` if it differs from the server; release its hold."""
+        try:
+            if not await self._unchanged(client, node_info):
+                self._syncs.restart(client, node_info)
+        finally:
+            self._holds.checked(node_info.id)
+
+    async def _unchanged(self, client: Client, node_info: NodeInfo) -> bool:
+        store = self._store_access.require()
+        service = JID(node_info.service)
+        try:
+            items, metadata = await self._pubsub.get_items_from_network(
+                client, service, node_info.name, rsm_request=rsm.RSMRequest(max_=1, before="")
+            )
+            server_items = [serialise(normalise_item(item)) for item in items]
+        except (Exception, UnstorableItem) as error:
+            log.info(
+                "could not check node %s on %s for changes (%s): synchronising it again",
+                node_info.name,
+                node_info.service,
+                describe(error),
+            )
+            return False
+        server_rsm = metadata.get("rsm") or {}
+        if server_rsm:
+            cached = await store.get_items(node_info.id, rsm_max=1, before="")
+            same_count = node_info.truncated or cached.count == server_rsm.get("count")
+            unchanged = same_count and cached.items == server_items
+        else:
+            cached = await store.get_items(node_info.id)
+            unchanged = cached.items == server_items
+        if not unchanged:
+            log.info(
+                "node %s on %s changed while its events could not reach us: synchronising it again",
+                node_info.name,
+                node_info.service,
+            )
+        return unchanged

@@ -1,0 +1,192 @@
+"""The cached read: an items request answered from the store, or the reason it cannot be.
+
+:meth:`CachedReader.read` answers as the node's service would (same items, order and
+RSM data) or returns a :class:`Miss` saying why it cannot: the caller then asks the
+network (the transparent read) or reports it (``cache-get``). Only a node whose last
+sync completed, that nothing holds back (:mod:`.holds`), and whose copy can answer this
+very request is served.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.words.protocols.jabber.jid import JID
+from tx_xmpp import rsm
+
+from libervia_cache.errors import describe
+from libervia_cache.hostapi import Client, ItemsResult, answer_metadata
+from libervia_cache.plugin.holds import Holds
+from libervia_cache.plugin.items import ITEM_QNAME
+from libervia_cache.plugin.settings import Settings
+from libervia_cache.plugin.store_access import STORE_ERRORS, StoreAccess
+from libervia_cache.plugin.syncs import SyncManager
+from libervia_cache.plugin.xml import LazyElement
+from libervia_cache.storage import NodeInfo, SyncState, UnknownRSMKey
+
+log = logging.getLogger(__name__)
+
+
+class Miss(enum.Enum):
+    """Why the cache does not answer a request (the value is what the status shows)."""
+
+    DISABLED = "cache disabled for this request"
+    UNSUPPORTED = "unsupported request"
+    UNAVAILABLE = "cache unavailable"
+    NOT_SYNCHRONISED = "not synchronised"
+    RECONNECTED = "checked for changes after a reconnection"
+    SUSPECT = "may have missed a change"
+    TRUNCATED = "node larger than the cache limit"
+    UNKNOWN_RSM_KEY = "unknown RSM key"
+
+
+#: hold reason (:mod:`.holds`) -> miss
+_HOLD_MISSES = {miss.value: miss for miss in (Miss.RECONNECTED, Miss.SUSPECT)}
+
+
+@dataclass(frozen=True)
+class ItemsRequest:
+    """An items request (XEP-0060 §6.5, with XEP-0059 RSM), as the trigger receives it."""
+
+    service: JID
+    node: str
+    max_items: int | None = None
+    item_ids: Sequence[str] | None = None
+    rsm_request: rsm.RSMRequest | None = None
+    sub_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Missed:
+    """A miss, with the node when the cache knows it."""
+
+    reason: Miss
+    node_info: NodeInfo | None = None
+    detail: str | None = None
+
+
+class CachedReader:
+    """Answers items requests from the store when it can do so faithfully."""
+
+    def __init__(
+        self,
+        *,
+        store_access: StoreAccess,
+        syncs: SyncManager,
+        holds: Holds,
+        settings: Settings,
+    ) -> None:
+        self._store_access = store_access
+        self._syncs = syncs
+        self._holds = holds
+        self._settings = settings
+
+    async def read(
+        self, client: Client, request: ItemsRequest, *, cache_only: bool = False
+    ) -> ItemsResult | Missed:
+        """The cached answer to ``request``, or why there is none.
+
+        ``cache_only`` (``ps_cache_get``): the configured strategy and ``use_cache`` do
+        not apply, and nothing is started (no sync, no restart of a stale one).
+        """
+        if not cache_only and (
+            not self._settings.serving or request.extra.get("use_cache") is False
+        ):
+            return Missed(Miss.DISABLED)
+        if unsupported := _unsupported(request):
+            return Missed(Miss.UNSUPPORTED, detail=unsupported)
+        try:
+            return await self._read(client, request, cache_only)
+        except STORE_ERRORS as error:
+            self._store_access.failed(error, f"reading node {request.node}")
+            return Missed(Miss.UNAVAILABLE, detail=describe(error))
+
+    async def _read(
+        self, client: Client, request: ItemsRequest, cache_only: bool
+    ) -> ItemsResult | Missed:
+        store = self._store_access.require()
+        node_info = await store.get_node(client.profile, request.service.full(), request.node)
+        if node_info is None or node_info.sync_state is not SyncState.COMPLETED:
+            if (
+                not cache_only
+                and node_info is not None
+                and node_info.sync_state is SyncState.IN_PROGRESS
+            ):
+                self._syncs.restart_if_stale(client, node_info)
+            return Missed(Miss.NOT_SYNCHRONISED, node_info)
+        held = self._holds.reason(client.profile, node_info.id)
+        if held is not None:
+            if (
+                not cache_only
+                and held == Miss.SUSPECT.value
+                and self._syncs.running(node_info.key) is None
+            ):
+                self._syncs.start(client, node_info)
+            return Missed(_HOLD_MISSES[held], node_info)
+        if node_info.truncated and (
+            request.rsm_request is not None or (request.max_items is None and not request.item_ids)
+        ):
+            return Missed(Miss.TRUNCATED, node_info)
+        rsm_args: dict[str, Any] = {}
+        if request.rsm_request is not None:
+            rsm_args = {
+                "rsm_max": request.rsm_request.max,
+                "after": request.rsm_request.after,
+                "before": request.rsm_request.before,
+                "index": request.rsm_request.index,
+            }
+        try:
+            page = await store.get_items(
+                node_info.id,
+                max_items=request.max_items,
+                item_ids=request.item_ids,
+                **rsm_args,
+            )
+        except UnknownRSMKey:
+            return Missed(Miss.UNKNOWN_RSM_KEY, node_info)
+        except ValueError as error:
+            log.debug("request the cache cannot answer on node %s: %s", request.node, error)
+            return Missed(Miss.UNSUPPORTED, node_info, str(error))
+        self._store_access.worked()
+        if node_info.truncated and (
+            (request.max_items is not None and len(page.items) < request.max_items)
+            or (request.item_ids and len(page.items) < len(set(request.item_ids)))
+        ):
+            # the missing items may be among the older ones the cache does not hold
+            return Missed(Miss.TRUNCATED, node_info)
+        rsm_data = None
+        if request.rsm_request is not None:
+            rsm_data = {
+                "first": page.first,
+                "last": page.last,
+                "index": page.index,
+                "count": page.count,
+            }
+        items: list[Any] = [LazyElement(raw, ITEM_QNAME) for raw in page.items]
+        return items, answer_metadata(
+            request.service,
+            request.node,
+            len(items),
+            request.rsm_request,
+            rsm_data,
+            cached=True,
+        )
+
+
+def _unsupported(request: ItemsRequest) -> str | None:
+    """Why the cache never answers such a request (None: it may)."""
+    if request.sub_id:
+        return "a subscription id"
+    if request.extra.get("mam"):
+        return "a MAM query"
+    if request.extra.get("order_by"):
+        return "an XEP-0413 order"
+    if request.max_items == 0:
+        # servers answer every item to max_items=0 (or refuse it): not what a page of 0 is
+        return "max_items=0"
+    return None

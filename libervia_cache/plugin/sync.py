@@ -1,0 +1,396 @@
+"""One synchronisation of one node: :class:`NodeSync` owns everything about it.
+
+A sync begins, in its node's event queue, by emptying the node and taking ownership of
+it with a token (:meth:`Store.begin_sync`); every later write names the token, so that
+once a newer sync, a purge, a reset or a node deletion took the node, nothing this sync
+still does can land (the store refuses it). It subscribes to the node (so that events
+keep it fresh), then pages through every item from the newest backwards with RSM
+(``before=""``, then ``before=<first>``), so that the per-node limit keeps the newest
+items. A service that ignores RSM (Prosody 0.12) answers every item at once, which is
+the whole node. Each page is parsed with the analyser's parser and stored in one
+transaction; the last page is stored in the same transaction that marks the node
+COMPLETED, so a partial node is never served as complete.
+
+Events that publish or retract items while the sync runs are newer than any page: their
+ids are noted (:meth:`NodeSync.note_event`) and pages never overwrite or resurrect them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet import error as net_error
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.jid import JID
+from tx_xmpp import rsm
+
+from libervia_cache.errors import NodeNotFound, SyncError, describe
+from libervia_cache.hostapi import XEP0060, Client, NotConnected
+from libervia_cache.plugin.analysis import Analyser
+from libervia_cache.plugin.counters import Counters
+from libervia_cache.plugin.items import parse_items
+from libervia_cache.plugin.serial import KeyedQueues
+from libervia_cache.plugin.settings import Settings
+from libervia_cache.plugin.store_access import STORE_ERRORS, StoreAccess
+from libervia_cache.storage import NodeGone, NodeInfo, Store, SyncState
+
+log = logging.getLogger(__name__)
+
+#: ``(profile, service, node name)``
+NodeKey = tuple[str, str, str]
+
+#: Failures of a sync that say nothing about the node: retried on the next read.
+CONNECTION_ERRORS = (
+    ConnectionError,
+    NotConnected,
+    net_error.ConnectionLost,
+    net_error.ConnectionDone,
+    defer.TimeoutError,
+)
+
+CANCELLED = (defer.CancelledError, asyncio.CancelledError)
+
+
+class Outcome(enum.Enum):
+    """How a sync ended."""
+
+    COMPLETED = "completed"
+    #: failed for a reason that is not the node's (connection): retried on the next read
+    RETRY = "failed, to be retried"
+    #: failed: the node is ERROR until an explicit sync
+    FAILED = "failed"
+    #: the node was taken by a newer sync, a purge, a reset or a deletion
+    SUPERSEDED = "superseded"
+    #: the service has no such node: the cache forgot it
+    NOT_FOUND = "node not found"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class SyncProgress:
+    """Where a running sync stands (for status and progress bars)."""
+
+    stored: int = 0
+    total: int | None = None
+    pages: int = 0
+
+
+class NodeSync:
+    """One synchronisation of one node, from its start to its outcome.
+
+    Build it with :meth:`SyncManager.start`, which keeps at most one per node.
+    """
+
+    def __init__(
+        self,
+        node_info: NodeInfo,
+        client: Client,
+        *,
+        store_access: StoreAccess,
+        pubsub: XEP0060,
+        analyser: Analyser | None,
+        settings: Settings,
+        queues: KeyedQueues,
+        counters: Counters,
+        on_begin: Any = None,
+    ) -> None:
+        self.node_info = node_info
+        self.client = client
+        self.progress = SyncProgress()
+        #: ids of items published or retracted by events during the sync
+        self.touched: set[str] = set()
+        self.cancelled = False
+        self.started = time.monotonic()
+        self.outcome: Outcome | None = None
+        #: why it failed (FAILED, RETRY, NOT_FOUND)
+        self.error: BaseException | None = None
+        self._store_access = store_access
+        self._pubsub = pubsub
+        self._analyser = analyser
+        self._settings = settings
+        self._queues = queues
+        self._counters = counters
+        self._on_begin = on_begin
+        self._token: str | None = None
+        self._observers: list[defer.Deferred[None]] = []
+        self._deferred: defer.Deferred[None] | None = None
+
+    @property
+    def key(self) -> NodeKey:
+        return self.node_info.key
+
+    @property
+    def where(self) -> str:
+        return f"node {self.node_info.name} on {self.node_info.service}"
+
+    # --- lifetime ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the sync in the background."""
+        self._counters.syncs_started += 1
+        log.info("synchronising %s (profile %s)", self.where, self.node_info.profile)
+        self._deferred = defer.Deferred.fromCoroutine(self._run())
+
+    def cancel(self) -> None:
+        """Stop: from now on this sync writes nothing (the store would refuse it anyway
+        once another took the node)."""
+        self.cancelled = True
+        if self._deferred is not None:
+            self._deferred.cancel()
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
+    def wait(self) -> defer.Deferred[None]:
+        """A Deferred fired (never failed) when the sync has ended."""
+        if self.outcome is not None:
+            return defer.succeed(None)
+        observer: defer.Deferred[None] = defer.Deferred()
+        self._observers.append(observer)
+        return observer
+
+    def note_event(self, item_ids: list[str]) -> None:
+        """Events published or retracted these items: pages must not touch them."""
+        self.touched.update(item_ids)
+
+    async def _run(self) -> None:
+        try:
+            await self._sync()
+        except CANCELLED:
+            self.outcome = Outcome.CANCELLED
+        except NodeGone:  # superseded included
+            self.outcome = Outcome.SUPERSEDED
+            log.info("synchronisation of %s stopped: another took the node over", self.where)
+        except NodeNotFound as error:
+            self.outcome, self.error = Outcome.NOT_FOUND, error
+            self._counters.syncs_failed += 1
+            log.warning("%s: %s; the cache forgets it", self.where, describe(error))
+            await self._forget_node()
+        except Exception as error:
+            self.error = error
+            self._counters.syncs_failed += 1
+            # A lost connection or a failing store is not the node's fault: the node goes
+            # back to "never synchronised", and the next read syncs it again. Any other
+            # failure sets ERROR, which only an explicit `sync` retries.
+            transient = isinstance(error, CONNECTION_ERRORS + STORE_ERRORS)
+            self.outcome = Outcome.RETRY if transient else Outcome.FAILED
+            log.error(
+                "synchronisation of %s failed: %s%s",
+                self.where,
+                describe(error),
+                " (it will be retried on the next read)" if transient else "",
+            )
+            await self._record_failure(None if transient else SyncState.ERROR, describe(error))
+        else:
+            self.outcome = Outcome.COMPLETED
+            self._counters.syncs_completed += 1
+            log.info(
+                "%s synchronised: %d items in %.1f s",
+                self.where,
+                self.progress.stored,
+                time.monotonic() - self.started,
+            )
+        finally:
+            if self.outcome is None:
+                self.outcome = Outcome.CANCELLED
+            observers, self._observers = self._observers, []
+            for observer in observers:
+                observer.callback(None)
+
+    async def _record_failure(self, state: SyncState | None, error: str) -> None:
+        if self._token is None:
+            return  # never began: nothing of this sync is in the store
+        try:
+            await self._store_access.require().end_sync(
+                self.node_info.id, self._token, state, error
+            )
+        except STORE_ERRORS as store_error:
+            # the node stays IN_PROGRESS: never served, redone at the next start
+            self._store_access.failed(store_error, f"recording the failure of {self.where}")
+
+    async def _forget_node(self) -> None:
+        try:
+            await self._store_access.require().delete_node(self.node_info.id)
+        except STORE_ERRORS as store_error:
+            self._store_access.failed(store_error, f"forgetting {self.where}")
+
+    # --- the sync itself --------------------------------------------------------------
+
+    async def _sync(self) -> None:
+        store = self._store_access.require()
+        node_info = self.node_info
+        extra = {k: v for k, v in node_info.extra.items() if k != "truncated"}
+
+        async def begin() -> None:
+            # in the node's event queue: events queued before are in the pages, events
+            # queued after see this sync and are noted
+            if self.cancelled:
+                raise defer.CancelledError()
+            self._token = await store.begin_sync(node_info.id, extra)
+            self.touched.clear()
+            if self._on_begin is not None:
+                self._on_begin(node_info)
+
+        await self._queues.run(self.key, begin)
+        await self._subscribe(store)
+        await self._page_through(store, extra)
+
+    async def _subscribe(self, store: Store) -> None:
+        service = JID(self.node_info.service)
+        try:
+            await self._pubsub.subscribe(self.client, service, self.node_info.name)
+        except CANCELLED:
+            raise
+        except Exception as error:
+            if _is_item_not_found(error):
+                raise NodeNotFound(f"the service has no node {self.node_info.name!r}") from None
+            log.warning(
+                "could not subscribe to %s (%s): this node will go stale",
+                self.where,
+                describe(error),
+            )
+            subscribed = False
+        else:
+            subscribed = True
+        await store.update_node(self.node_info.id, token=self._token, subscribed=subscribed)
+
+    async def _get_page(self, request: rsm.RSMRequest) -> tuple[list[Any], dict[str, Any]]:
+        try:
+            return await self._pubsub.get_items_from_network(
+                self.client,
+                JID(self.node_info.service),
+                self.node_info.name,
+                rsm_request=request,
+            )
+        except StanzaError as error:
+            # on the first page, the node itself is missing; later, a key may be
+            if _is_item_not_found(error) and request.before == "":
+                raise NodeNotFound(f"the service has no node {self.node_info.name!r}") from None
+            raise
+
+    async def _page_through(self, store: Store, extra: dict[str, Any]) -> None:
+        node_info, progress, touched = self.node_info, self.progress, self.touched
+        limit, page_size = self._settings.cache_limit, self._settings.page_size
+        service, node = JID(node_info.service), node_info.name
+        # ids of items that events stored during the sync and that a page held too (the
+        # count check needs them); the duplicate check asks the store, so memory does
+        # not grow with the node
+        paged_event_ids: set[str] = set()
+        request = rsm.RSMRequest(max_=page_size, before="")
+        # item ids of the previous page, newest last: when the service keys pages by
+        # item id and the key of the next page was retracted meanwhile (libervia-pubsub
+        # then answers an empty page), the next id of that page is a key for the same
+        # older page
+        previous_index: int | None = None
+        spare_keys: list[str] = []
+        while True:
+            items, metadata = await self._get_page(request)
+            progress.pages += 1
+            rsm_data = metadata.get("rsm") or {}
+            present = [i for i in (item.getAttribute("id") for item in items) if i]
+            held = await store.held_item_ids(node_info.id, present)
+            repeated = (held - touched) | {i for i in present if present.count(i) > 1}
+            if repeated:
+                raise SyncError(
+                    f"node {node} on {service.full()}: the service returned item(s) "
+                    f"{', '.join(sorted(repeated)[:3])} twice while paging; "
+                    "synchronisation stopped"
+                )
+            count = rsm_data.get("count")
+            index = rsm_data.get("index")
+            first = rsm_data.get("first")
+            if count is not None:
+                progress.total = min(int(count), limit)
+            older_expected = previous_index is not None and previous_index > 0
+            if not items and older_expected and spare_keys:
+                request = rsm.RSMRequest(max_=page_size, before=spare_keys.pop(0))
+                continue
+            if not rsm_data:
+                # no RSM: the service ignored it (Prosody 0.12) and sent the whole node
+                oldest_page = True
+            elif index is not None:
+                # ejabberd answers a negative index (count - max) for a last page larger
+                # than the node: it starts at the oldest item all the same
+                oldest_page = index <= 0 or not items
+            else:
+                oldest_page = len(items) < page_size
+            if items and not oldest_page and first is None:
+                raise SyncError(
+                    f"node {node} on {service.full()}: the service sent a page without RSM "
+                    "keys and more items are due; synchronisation stopped"
+                )
+            paged_event_ids.update(touched.intersection(present))
+            room = limit - progress.stored
+            truncated = len(items) > room or (len(items) == room and not oldest_page)
+            if oldest_page and not truncated:
+                _check_count(
+                    node, service, count, progress.stored + len(items), paged_event_ids, touched
+                )
+            if truncated:
+                items = items[len(items) - room :] if room else []
+                log.warning(
+                    "%s holds more than the cache limit of %d items: only the newest %d are "
+                    "cached, and only requests they answer are served from the cache",
+                    self.where,
+                    limit,
+                    limit,
+                )
+                await store.update_node(
+                    node_info.id, token=self._token, extra={**extra, "truncated": True}
+                )
+            # the page's slots count toward the limit even for items that events already
+            # stored (or retracted): the limit caps what the node holds
+            page_slots = len(items)
+            items = [i for i in items if i.getAttribute("id") not in touched]
+            parsed = await parse_items(self._analyser, self.client, service, node, items)
+            last_page = oldest_page or truncated
+            if self.cancelled:
+                raise defer.CancelledError()
+            await store.cache_items(
+                node_info.id,
+                parsed,
+                where="oldest",
+                complete=last_page,
+                token=self._token,
+                server_count=int(count) if count is not None else None,
+            )
+            progress.stored += page_slots
+            if last_page:
+                return
+            previous_index = index
+            spare_keys = present[1:] if present and first == present[0] else []
+            request = rsm.RSMRequest(max_=page_size, before=first)
+
+
+def _is_item_not_found(error: BaseException) -> bool:
+    return isinstance(error, StanzaError) and error.condition == "item-not-found"
+
+
+def _check_count(
+    node: str,
+    service: JID,
+    count: int | None,
+    paged: int,
+    paged_event_ids: set[str],
+    touched: set[str],
+) -> None:
+    """Refuse to complete a node when the service said it holds more than was paged.
+
+    Items published by events during the sync are counted by the service but may be
+    in no page; items retracted meanwhile only lower the count.
+    """
+    if count is None:
+        return
+    known = paged + len(touched - paged_event_ids)
+    if known < count:
+        raise SyncError(
+            f"node {node} on {service.full()}: paging ended after {paged} items but the "
+            f"service counts {count}; synchronisation stopped"
+        )

@@ -1,0 +1,380 @@
+"""One fake host for the plugin's unit tests, checked by mypy against the host API.
+
+- :class:`FakeHost` (``hostapi.Host``): a real trigger manager, a dictionary bridge,
+  a configuration of plugin defaults, fake profiles;
+- :class:`FakeXEP0060` (``hostapi.XEP0060``): the items request path with the trigger
+  points, answered by :class:`FakeService`, an in-memory pubsub service that pages with
+  RSM keyed by item ids (as libervia-pubsub does; ``rsm=False`` ignores RSM, as Prosody
+  0.12 does) and sends events to the handlers. Requests can be held (:meth:`hold`)
+  until the test lets them go, or made to fail.
+
+Integration tests use the real daemon against real servers: these fakes are for the
+plugin's logic (read path, single flight, events and purges during a sync, checks after
+a reconnection), where a test must hold the world still at a precise point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+from tx_xmpp import pubsub, rsm
+
+from libervia_cache.backend.trigger import TriggerManager
+from libervia_cache.hostapi import (
+    GET_ITEMS_POINT,
+    GOT_ITEMS_POINT,
+    Bridge,
+    Client,
+    Config,
+    ConfigKey,
+    Host,
+    ItemsResult,
+    PubsubEventHandler,
+    TriggerManager as TriggerManagerProtocol,
+    XEP0060,
+    answer_metadata,
+    as_deferred,
+)
+
+SERVICE = JID("pubsub.example.org")
+ATOM = "http://www.w3.org/2005/Atom"
+
+
+class FakeConfig:
+    """Plugin-declared keys with their defaults, overridden by ``values``."""
+
+    def __init__(
+        self, declared: Mapping[str, Sequence[ConfigKey]], values: Mapping[str, Any]
+    ) -> None:
+        self._values = {
+            (section, key.name): key.default for section, keys in declared.items() for key in keys
+        }
+        for name, value in values.items():
+            section, _, key = name.partition(".")
+            if (section, key) not in self._values:
+                raise KeyError(f"unknown configuration key {name}")
+            self._values[(section, key)] = value
+
+    def get(self, section: str, key: str) -> Any:
+        return self._values[(section, key)]
+
+
+class FakeBridge:
+    """Bridge methods in a dictionary; :meth:`call` runs one as the host would."""
+
+    def __init__(self) -> None:
+        self.methods: dict[str, Callable[..., Any]] = {}
+
+    def register_method(self, name: str, method: Callable[..., Any]) -> None:
+        if name in self.methods:
+            raise ValueError(f"{name} is already registered")
+        self.methods[name] = method
+
+    def unregister_method(self, name: str) -> None:
+        del self.methods[name]
+
+    async def call(self, name: str, **params: Any) -> Any:
+        return await as_deferred(self.methods[name], **params)
+
+
+@dataclass
+class FakeClient:
+    """A profile, connected as ``jid`` (``hostapi.Client``)."""
+
+    profile: str
+    bare: str
+    pubsub_client: Any = None
+
+    @property
+    def jid(self) -> JID:
+        return JID(f"{self.bare}/fake")
+
+
+class FakeHost:
+    """``hostapi.Host`` for unit tests."""
+
+    def __init__(
+        self,
+        service: FakeService,
+        declared_config: Mapping[str, Sequence[ConfigKey]],
+        config: Mapping[str, Any] | None = None,
+        profiles: Sequence[str] = ("bob",),
+        bridge: Any = None,
+    ) -> None:
+        self.trigger: TriggerManagerProtocol = TriggerManager()
+        self.config: Config = FakeConfig(declared_config, config or {})
+        self.bridge: Bridge = bridge if bridge is not None else FakeBridge()
+        self.clients: dict[str, Client] = {
+            name: FakeClient(name, f"{name}@example.org") for name in profiles
+        }
+        self.xep_0060 = FakeXEP0060(self, service)
+        self.plugins: dict[str, Any] = {"XEP-0060": self.xep_0060}
+
+    @property
+    def default_profile(self) -> str:
+        return next(iter(self.clients))
+
+    def get_client(self, profile: str) -> Client:
+        return self.clients[profile]
+
+
+@dataclass
+class Held:
+    """A request held by :meth:`FakeService.hold` until :meth:`release`."""
+
+    gate: defer.Deferred[None] = field(default_factory=defer.Deferred)
+    reached: defer.Deferred[None] = field(default_factory=defer.Deferred)
+    count: int = 0
+
+    def release(self) -> None:
+        if not self.gate.called:
+            self.gate.callback(None)
+
+
+class FakeService:
+    """An in-memory pubsub service: nodes of ``(item id, payload XML)``, oldest first."""
+
+    def __init__(self, jid: JID = SERVICE, rsm: bool = True) -> None:
+        self.jid = jid
+        self.rsm = rsm
+        self.nodes: dict[str, list[tuple[str, str]]] = {}
+        self.requests: list[tuple[str, str, dict[str, Any]]] = []
+        self._holds: dict[str, Held] = {}
+        self.failures: dict[str, BaseException] = {}
+        self._subscribers: list[tuple[FakeXEP0060, Client]] = []
+
+    # --- the test's side ---------------------------------------------------------------
+
+    def hold(self, kind: str) -> Held:
+        """Hold every request of ``kind`` (``items``, ``subscribe``, ``payload``) until
+        the returned handle is released; ``reached`` fires when the first one arrives."""
+        held = self._holds[kind] = Held()
+        return held
+
+    def fail(self, kind: str, error: BaseException) -> None:
+        """Make every request of ``kind`` fail with ``error`` (until cleared)."""
+        self.failures[kind] = error
+
+    def publish(self, node: str, *items: tuple[str, str], notify: bool = True) -> None:
+        """Publish (or republish: the item moves to the newest end) and notify."""
+        entries = self.nodes.setdefault(node, [])
+        for item_id, payload in items:
+            entries[:] = [e for e in entries if e[0] != item_id]
+            entries.append((item_id, payload))
+        if notify:
+            elements = [self._item(item_id, payload, pubsub.NS_PUBSUB_EVENT) for item_id, payload in items]
+            self._notify(lambda sender, recipient: pubsub.ItemsEvent(sender, recipient, node, elements, {}))
+
+    def retract(self, node: str, *item_ids: str, notify: bool = True) -> None:
+        self.nodes[node] = [e for e in self.nodes.get(node, []) if e[0] not in item_ids]
+        if notify:
+            elements = []
+            for item_id in item_ids:
+                element = domish.Element((pubsub.NS_PUBSUB_EVENT, "retract"))
+                element["id"] = item_id
+                elements.append(element)
+            self._notify(lambda sender, recipient: pubsub.ItemsEvent(sender, recipient, node, elements, {}))
+
+    def purge(self, node: str) -> None:
+        self.nodes[node] = []
+        self._notify(lambda sender, recipient: pubsub.PurgeEvent(sender, recipient, node, {}))
+
+    def delete(self, node: str) -> None:
+        del self.nodes[node]
+        self._notify(
+            lambda sender, recipient: pubsub.DeleteEvent(sender, recipient, node, None, {})
+        )
+
+    def _notify(self, build: Callable[[JID, JID], Any]) -> None:
+        for plugin, client in list(self._subscribers):
+            plugin.dispatch_event(client, build(self.jid, client.jid))
+
+    # --- the plugin's side -------------------------------------------------------------
+
+    @staticmethod
+    def _item(item_id: str, payload: str, namespace: str = pubsub.NS_PUBSUB) -> domish.Element:
+        from libervia_cache.plugin.xml import parse_element
+
+        element = domish.Element((namespace, "item"))
+        element["id"] = item_id
+        if payload:
+            element.addChild(parse_element(payload))
+        return element
+
+    async def _gate(self, kind: str) -> None:
+        held = self._holds.get(kind)
+        if held is not None:
+            held.count += 1
+            if not held.reached.called:
+                held.reached.callback(None)
+            await held.gate
+        if kind in self.failures:
+            raise self.failures[kind]
+
+    async def items(
+        self,
+        node: str,
+        max_items: int | None,
+        item_ids: Sequence[str] | None,
+        rsm_request: rsm.RSMRequest | None,
+    ) -> tuple[list[domish.Element], dict[str, Any] | None]:
+        self.requests.append(("items", node, {"max_items": max_items, "item_ids": item_ids, "rsm": rsm_request}))
+        await self._gate("payload" if item_ids else "items")
+        if node not in self.nodes:
+            raise StanzaError("item-not-found")
+        entries = self.nodes[node]
+        if item_ids:
+            return [self._item(i, p) for i, p in entries if i in item_ids], None
+        if max_items is not None:
+            entries = entries[-max_items:] if max_items else entries
+            return [self._item(i, p) for i, p in entries], None
+        if rsm_request is None or not self.rsm:
+            return [self._item(i, p) for i, p in entries], None
+        ids = [i for i, __ in entries]
+        limit = rsm_request.max
+        if rsm_request.before is not None:
+            end = len(ids) if rsm_request.before == "" else ids.index(rsm_request.before) if rsm_request.before in ids else 0
+            start = max(0, end - limit)
+        else:
+            if rsm_request.after is not None:
+                start = ids.index(rsm_request.after) + 1 if rsm_request.after in ids else len(ids)
+            else:
+                start = min(rsm_request.index or 0, len(ids))
+            end = min(len(ids), start + limit)
+        page = entries[start:end]
+        rsm_data = {
+            "count": len(ids),
+            "index": start if page else None,
+            "first": page[0][0] if page else None,
+            "last": page[-1][0] if page else None,
+        }
+        return [self._item(i, p) for i, p in page], rsm_data
+
+    async def subscribe(self, plugin: FakeXEP0060, client: Client, node: str) -> None:
+        self.requests.append(("subscribe", node, {}))
+        await self._gate("subscribe")
+        if node not in self.nodes:
+            raise StanzaError("item-not-found")
+        if (plugin, client) not in self._subscribers:
+            self._subscribers.append((plugin, client))
+
+
+class FakeXEP0060:
+    """``hostapi.XEP0060`` over a :class:`FakeService`, with the host's trigger points."""
+
+    def __init__(self, host: FakeHost, service: FakeService) -> None:
+        self.host = host
+        self.service = service
+        self._handlers: list[PubsubEventHandler] = []
+
+    def get_items(
+        self,
+        client: Client,
+        service: JID | None,
+        node: str,
+        max_items: int | None = None,
+        item_ids: Sequence[str] | None = None,
+        sub_id: str | None = None,
+        rsm_request: rsm.RSMRequest | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> defer.Deferred[ItemsResult]:
+        async def run() -> ItemsResult:
+            args = (client, service, node, max_items, item_ids, sub_id, rsm_request, dict(extra or {}))
+            keep_going, answer = await self.host.trigger.async_return_point(GET_ITEMS_POINT, *args)
+            if not keep_going:
+                result: ItemsResult = answer
+                return result
+            items, metadata = await self.get_items_from_network(*args)
+            await self.host.trigger.async_point(GOT_ITEMS_POINT, *args, items, metadata)
+            return items, metadata
+
+        return defer.Deferred.fromCoroutine(run())
+
+    def get_items_from_network(
+        self,
+        client: Client,
+        service: JID | None,
+        node: str,
+        max_items: int | None = None,
+        item_ids: Sequence[str] | None = None,
+        sub_id: str | None = None,
+        rsm_request: rsm.RSMRequest | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> defer.Deferred[ItemsResult]:
+        async def run() -> ItemsResult:
+            items, rsm_data = await self.service.items(node, max_items, item_ids, rsm_request)
+            return items, answer_metadata(
+                service or client.jid.userhostJID(),
+                node,
+                len(items),
+                rsm_request,
+                rsm_data if rsm_request is not None else None,
+                cached=False,
+            )
+
+        return defer.Deferred.fromCoroutine(run())
+
+    def subscribe(self, client: Client, service: JID | None, node: str) -> defer.Deferred[Any]:
+        return defer.Deferred.fromCoroutine(self.service.subscribe(self, client, node))
+
+    def get_configuration(
+        self, client: Client, service: JID | None, node: str
+    ) -> defer.Deferred[dict[str, Any]]:
+        return defer.succeed({"pubsub#max_items": "max"})
+
+    def add_event_handler(self, handler: PubsubEventHandler) -> None:
+        self._handlers.append(handler)
+
+    def remove_event_handler(self, handler: PubsubEventHandler) -> None:
+        self._handlers.remove(handler)
+
+    def dispatch_event(self, client: Client, event: Any) -> None:
+        for handler in list(self._handlers):
+            handler(client, event)
+
+
+def atom(item_id: str, title: str = "") -> tuple[str, str]:
+    """A microblog item: ``(id, Atom entry XML)``."""
+    return item_id, (
+        f"<entry xmlns='{ATOM}'><id>urn:uuid:{item_id}</id><title>{title or item_id}</title>"
+        "<published>2026-01-01T00:00:00Z</published></entry>"
+    )
+
+
+def conforms(host: FakeHost) -> tuple[Host, XEP0060]:
+    """The fakes as the Protocols they stand for (mypy checks that they conform)."""
+    return host, host.xep_0060
+
+
+
+async def start_plugin(
+    service: FakeService,
+    directory: Path,
+    config: Mapping[str, Any] | None = None,
+    profiles: Sequence[str] = ("bob",),
+    bridge: Any = None,
+    microblog: bool = True,
+) -> tuple[Any, FakeHost]:
+    """The cache plugin on a :class:`FakeHost`, its store in ``directory``, started and
+    with the shipped microblog analyser registered (stop it with ``plugin.stop()``)."""
+    from libervia_cache.analysers.microblog import MicroblogAnalyser
+    from libervia_cache.plugin import PLUGIN_INFO, PubsubCache
+
+    settings = {
+        "pubsub_cache.db_url": f"sqlite+aiosqlite:///{directory / 'cache.db'}",
+        **(config or {}),
+    }
+    host = FakeHost(service, PLUGIN_INFO["config"], settings, profiles, bridge)  # type: ignore[arg-type]
+    plugin = PubsubCache(host)
+    host.plugins["PUBSUB_CACHE"] = plugin
+    if microblog:
+        MicroblogAnalyser(host)
+    await plugin.start()
+    return plugin, host
