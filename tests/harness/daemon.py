@@ -1,4 +1,10 @@
-"""Run the reference daemon against a test server: in-process or as the real command."""
+"""Run the reference daemon against a test server: in-process or as the real command.
+
+In-process: :func:`start_daemon` (any profiles, any database file), then
+:func:`cache_of` for its cache plugin and :func:`sync_of` / :func:`synced` to wait for a
+node's sync. As a process: :class:`DaemonProcess`, :func:`running_daemon`, and the CLI
+through :func:`run_cli` / :func:`cli_json`.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,11 @@ from typing import TYPE_CHECKING, Any
 from tests.servers.base import XMPPServer, wait_until
 
 if TYPE_CHECKING:
+    from twisted.words.protocols.jabber.jid import JID
+
     from libervia_cache.backend.daemon import Daemon
+    from libervia_cache.plugin import PubsubCache
+    from libervia_cache.plugin.sync import NodeSync
 
 ATOM = "http://www.w3.org/2005/Atom"
 
@@ -24,15 +34,18 @@ def write_config(
     directory: Path,
     server: XMPPServer,
     profiles: Iterable[str] = ("bob",),
+    database: Path | None = None,
     **cache_options: Any,
 ) -> Path:
-    """A daemon configuration file for ``profiles`` (accounts of ``server``)."""
+    """A daemon configuration file for ``profiles`` (accounts of ``server``), its
+    database at ``database`` (default: ``cache.db`` in ``directory``) and the
+    ``[pubsub_cache]`` options given (e.g. ``sync_page_size=5``)."""
     lines = [
         "[daemon]",
         f"socket = {directory / 'daemon.sock'}",
         "",
         "[pubsub_cache]",
-        f"db_url = sqlite+aiosqlite:///{directory / 'cache.db'}",
+        f"db_url = sqlite+aiosqlite:///{database or directory / 'cache.db'}",
     ]
     lines += [f"{key} = {value}" for key, value in cache_options.items()]
     for user in profiles:
@@ -121,13 +134,19 @@ def run_cli(config: Path, *args: str, check: bool = True) -> subprocess.Complete
 
 @contextmanager
 def running_daemon(
-    directory: Path, server: XMPPServer, **cache_options: Any
+    directory: Path,
+    server: XMPPServer,
+    profiles: Iterable[str] = ("bob",),
+    database: Path | None = None,
+    **cache_options: Any,
 ) -> Iterator[DaemonProcess]:
-    """A daemon process for profile ``bob`` of ``server``, stopped (cleanly) at the end.
+    """A daemon process for ``profiles`` of ``server``, stopped (cleanly) at the end.
 
     For module-scoped fixtures: one daemon serves every test of a module.
     """
-    daemon = DaemonProcess(write_config(directory, server, profiles=["bob"], **cache_options))
+    daemon = DaemonProcess(
+        write_config(directory, server, profiles=profiles, database=database, **cache_options)
+    )
     daemon.start()
     try:
         yield daemon
@@ -142,39 +161,49 @@ def cli_json(daemon: DaemonProcess, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-async def start_daemon(directory: Path, server: XMPPServer, **options: Any) -> Daemon:
-    """The reference daemon in-process, with bob's profile connected (stop it after)."""
-    from libervia_cache.backend.config import load_config
-    from libervia_cache.backend.daemon import Daemon
-
-    daemon = Daemon(load_config(write_config(directory, server, profiles=["bob"], **options)))
-    await daemon.start()
-    if "bob" not in daemon.clients:
-        await daemon.stop()
-        raise AssertionError("bob could not connect")
-    return daemon
-
-
-def cli_argv(config: Path, *args: str) -> list[str]:
-    """The command line of ``libervia-cache --config CONFIG ARGS...`` (for custom stdio)."""
-    return [sys.executable, "-m", "libervia_cache", "--config", str(config), *args]
-
-
-async def start_daemon_with_profiles(
-    directory: Path, server: XMPPServer, profiles: Iterable[str], **options: Any
+async def start_daemon(
+    directory: Path,
+    server: XMPPServer,
+    profiles: Iterable[str] = ("bob",),
+    database: Path | None = None,
+    **options: Any,
 ) -> Daemon:
-    """The reference daemon in-process with several profiles, all connected (stop it after)."""
+    """The reference daemon in-process, every profile connected (stop it after)."""
     from libervia_cache.backend.config import load_config
     from libervia_cache.backend.daemon import Daemon
 
     profiles = list(profiles)
-    daemon = Daemon(load_config(write_config(directory, server, profiles=profiles, **options)))
+    config = write_config(directory, server, profiles=profiles, database=database, **options)
+    daemon = Daemon(load_config(config))
     await daemon.start()
     missing = [p for p in profiles if p not in daemon.clients]
     if missing:
         await daemon.stop()
         raise AssertionError(f"{', '.join(missing)} could not connect")
     return daemon
+
+
+def cache_of(daemon: Daemon) -> PubsubCache:
+    """The daemon's cache plugin."""
+    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    return cache
+
+
+def sync_of(daemon: Daemon, service: JID | str, node: str, profile: str = "bob") -> NodeSync | None:
+    """The sync of ``node`` running now, if any."""
+    return cache_of(daemon).syncs.running((profile, str(service), node))
+
+
+async def synced(daemon: Daemon, service: JID | str, node: str, profile: str = "bob") -> None:
+    """Wait for the running sync of ``node`` to end (at once if none runs)."""
+    sync = sync_of(daemon, service, node, profile)
+    if sync is not None:
+        await sync.wait()
+
+
+def cli_argv(config: Path, *args: str) -> list[str]:
+    """The command line of ``libervia-cache --config CONFIG ARGS...`` (for custom stdio)."""
+    return [sys.executable, "-m", "libervia_cache", "--config", str(config), *args]
 
 
 def restart_log(daemon: DaemonProcess) -> None:
@@ -185,29 +214,6 @@ def restart_log(daemon: DaemonProcess) -> None:
         number += 1
     if daemon.log_path.exists():
         daemon.log_path.rename(kept)
-
-
-async def start_daemon_with_database(
-    directory: Path, server: XMPPServer, database: Path, **options: Any
-) -> Daemon:
-    """:func:`start_daemon` with the database file at ``database`` (its configuration
-    file and control socket stay in ``directory``)."""
-    from libervia_cache.backend.config import load_config
-    from libervia_cache.backend.daemon import Daemon
-
-    config = write_config(directory, server, profiles=["bob"], **options)
-    config.write_text(
-        config.read_text().replace(
-            f"db_url = sqlite+aiosqlite:///{directory / 'cache.db'}\n",
-            f"db_url = sqlite+aiosqlite:///{database}\n",
-        )
-    )
-    daemon = Daemon(load_config(config))
-    await daemon.start()
-    if "bob" not in daemon.clients:
-        await daemon.stop()
-        raise AssertionError("bob could not connect")
-    return daemon
 
 
 def kill_daemon(daemon: DaemonProcess) -> int:
