@@ -23,7 +23,13 @@ def daemon(ctx: Context) -> None:
     """Run the daemon in the foreground (logs on stderr; stops on SIGINT/SIGTERM)."""
     import logging
 
+    # first: loading the configuration imports the plugins (they declare their keys),
+    # and a module that imports twisted.internet.reactor would install the default one
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install()
     from libervia_cache.backend.config import ConfigError, load_config
+    from libervia_cache.backend.runner import run_daemon
 
     try:
         config = load_config(ctx.config_path)
@@ -34,9 +40,5 @@ def daemon(ctx: Context) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from twisted.internet import asyncioreactor
-
-    asyncioreactor.install()
-    from libervia_cache.backend.runner import run_daemon
 
     sys.exit(run_daemon(config))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -99,8 +101,14 @@ def test_an_unreadable_configuration_file_is_one_line_with_exit_code_1(tmp_path:
 def test_the_daemon_command_validates_the_whole_configuration(tmp_path: Path) -> None:
     path = tmp_path / "libervia-cache.conf"
     path.write_text("[pubsub_cache]\nno_such_key = 1\n")
-    result = invoke("--config", str(path), "daemon")
-    assert result.exit_code == 1
+    # a process of its own: the command installs the asyncio reactor
+    result = subprocess.run(
+        [sys.executable, "-m", "libervia_cache", "--config", str(path), "daemon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
     assert "no_such_key: unknown key" in result.stderr
     assert len(result.stderr.splitlines()) == 1
 
