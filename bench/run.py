@@ -361,6 +361,9 @@ async def real_server_part(
             log(f"publishing {counts[key]} items to {nodes[key]}")
             fill[key] = await fill_node(publisher, service, nodes[key], counts[key])
     log(f"published ({', '.join(f'{k}: {v:.1f} s' for k, v in fill.items())})")
+    if not wanted & {"P1", "P1L", "P3", "P6"}:  # P1b alone: its daemon is a process
+        await publisher.close()
+        return results, nodes
 
     daemon = await start_daemon(directory, server, cache_limit=max(20_000, sizes.sync + 1000))
     client = daemon.clients["bob"]
