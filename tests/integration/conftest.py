@@ -1,27 +1,43 @@
-"""Fixtures of the integration tests: real XMPP servers, a publisher, fresh node names.
+"""Fixtures of the integration tests: real XMPP servers, a publisher, fresh node names,
+the in-process daemon.
 
 ``xmpp_server`` is session scoped and parametrised over the kinds listed in
 ``LIBERVIA_CACHE_TEST_SERVERS`` (comma separated; default: every kind), so every test
 that uses it runs once per server, and pytest starts each server once. A kind whose
 programs are missing is skipped, except in CI (``CI=true``) where it is an error:
 ``tests/servers/install.sh`` installs them.
+
+``daemon`` is the reference daemon in-process, bob connected to the session's server,
+its database in the test's directory; ``@pytest.mark.daemon_options(...)`` (on a test or
+a module) gives it other profiles or ``[pubsub_cache]`` options. ``make_daemon`` starts
+more (a restart on the same database, other options in one test); both stop what they
+started. :func:`synchronise` and :func:`synchronised` are the explicit sync of a node,
+waited for.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from twisted.words.protocols.jabber.jid import JID
 
 from tests.conftest import run
+from tests.harness.daemon import cache_of, start_daemon
 from tests.servers.base import ServerError, XMPPServer
 from tests.servers.ejabberd import EjabberdServer
 from tests.servers.libervia_pubsub import LiberviaPubsubServer
 from tests.servers.prosody import ProsodyServer
 from tests.servers.publisher import Publisher, connect_publisher
+
+if TYPE_CHECKING:
+    from libervia_cache.backend.daemon import Daemon
+    from libervia_cache.plugin.sync import NodeSync
+    from libervia_cache.storage import NodeInfo
 
 SERVER_CLASSES: dict[str, type[XMPPServer]] = {
     cls.kind: cls for cls in (EjabberdServer, ProsodyServer, LiberviaPubsubServer)
@@ -44,6 +60,14 @@ def server_kinds() -> list[str]:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "daemon_options(profiles=..., **options): profiles and [pubsub_cache] options of "
+        "the `daemon` fixture",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -70,6 +94,17 @@ def xmpp_server(request: pytest.FixtureRequest) -> Iterator[XMPPServer]:
         server.start()
     except ServerError as e:
         pytest.fail(f"{cls.kind} failed to start: {e}\n{server.log_tail()}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_server() -> Iterator[XMPPServer]:
+    """A server of its own (of the first kind asked for), that a test may stop."""
+    server = SERVER_CLASSES[server_kinds()[0]]()
+    server.start()
     try:
         yield server
     finally:
@@ -114,3 +149,112 @@ def unique_node_name(prefix: str = "test") -> str:
 def fresh_node() -> Callable[..., str]:
     """A factory of unique node names: ``fresh_node()``, ``fresh_node("urn:xmpp:microblog:0")``."""
     return unique_node_name
+
+
+# --- the daemon, in-process -----------------------------------------------------------------
+
+
+class DaemonFactory:
+    """Starts in-process daemons for one test; :meth:`stop_all` stops those still running.
+
+    ``await make_daemon(profiles=..., database=..., **options)``: a daemon on the test's
+    ``xmpp_server`` (or ``server``), its configuration in ``directory`` (default: the
+    test's directory, so that a daemon started after another one stopped finds its
+    database).
+    """
+
+    def __init__(self, server: XMPPServer | None, directory: Path) -> None:
+        self.server = server
+        self.directory = directory
+        self._running: list[Daemon] = []
+
+    async def __call__(
+        self,
+        profiles: Iterable[str] = ("bob",),
+        database: Path | None = None,
+        directory: Path | None = None,
+        server: XMPPServer | None = None,
+        **options: Any,
+    ) -> Daemon:
+        server = server or self.server
+        assert server is not None, "a test without xmpp_server names the daemon's server"
+        daemon = await start_daemon(
+            directory or self.directory,
+            server,
+            profiles=profiles,
+            database=database,
+            **options,
+        )
+        self._running.append(daemon)
+        return daemon
+
+    async def stop(self, daemon: Daemon) -> None:
+        """Stop ``daemon`` now (a test restarting it on the same database)."""
+        self._running.remove(daemon)
+        await daemon.stop()
+
+    async def stop_all(self) -> None:
+        while self._running:
+            await self.stop(self._running[-1])
+
+
+@pytest.fixture
+def make_daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaemonFactory]:
+    """A :class:`DaemonFactory`; every daemon it started and the test did not stop is
+    stopped after the test.
+
+    It does not ask for ``xmpp_server`` itself (a test on a ``private_server`` would
+    then run once per server kind): it uses the test's, if the test asks for it.
+    """
+    server = (
+        request.getfixturevalue("xmpp_server") if "xmpp_server" in request.fixturenames else None
+    )
+    factory = DaemonFactory(server, tmp_path)
+    try:
+        yield factory
+    finally:
+        run(factory.stop_all())
+
+
+@pytest.fixture
+def daemon(
+    request: pytest.FixtureRequest, xmpp_server: XMPPServer, make_daemon: DaemonFactory
+) -> Daemon:
+    """The reference daemon in-process: bob connected to the session's server, its
+    database ``cache.db`` in the test's directory; stopped after the test.
+
+    ``@pytest.mark.daemon_options(profiles=["bob", "carol"], sync_page_size=5)`` on the
+    test or its module: other profiles, ``[pubsub_cache]`` options.
+    """
+    marker = request.node.get_closest_marker("daemon_options")
+    options = dict(marker.kwargs) if marker is not None else {}
+    return run(make_daemon(**options))
+
+
+async def synchronise(
+    daemon: Daemon, service: JID | str, node: str, profile: str = "bob"
+) -> NodeSync:
+    """An explicit sync of ``node`` (what the ``sync`` command asks), waited for: its
+    ``outcome`` and ``error`` say how it ended (a sync already running is followed)."""
+    sync = await cache_of(daemon).management.synchronise(
+        daemon.get_client(profile), JID(str(service)), node
+    )
+    await sync.wait()
+    return sync
+
+
+async def synchronised(
+    daemon: Daemon, service: JID | str, node: str, profile: str = "bob"
+) -> NodeInfo:
+    """:func:`synchronise`, which must complete: the node as stored then."""
+    from libervia_cache.plugin.sync import Outcome
+    from libervia_cache.storage import SyncState
+
+    sync = await synchronise(daemon, service, node, profile)
+    assert sync.outcome is Outcome.COMPLETED, (
+        f"the sync of {node} ended {sync.outcome}: {sync.error!r}"
+    )
+    store = cache_of(daemon).store_access.require()
+    node_info = await store.get_node(profile, JID(str(service)).full(), node)
+    assert node_info is not None and node_info.sync_state is SyncState.COMPLETED, node_info
+    return node_info

@@ -9,8 +9,7 @@ with node and item named, the sync completes, and the cached answer equals the s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,9 +21,8 @@ from tx_xmpp import pubsub
 
 from libervia_cache.backend.daemon import Daemon
 from libervia_cache.plugin import PubsubCache
-from libervia_cache.storage import SyncState
-from tests.conftest import run
-from tests.integration.daemon_helpers import start_daemon
+from tests.harness.daemon import cache_of
+from tests.integration.conftest import synchronised
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 
@@ -81,15 +79,13 @@ def parser(client: Any, item: domish.Element, service: JID, node: str) -> Any:
 
 
 @pytest.fixture
-def daemon(xmpp_server: XMPPServer, tmp_path: Path) -> Iterator[Daemon]:
-    daemon = run(start_daemon(tmp_path, xmpp_server))
-    daemon.plugins["PUBSUB_CACHE"].register_analyser(
+def cache(daemon: Daemon) -> PubsubCache:
+    """The daemon's cache, with an analyser for the test's nodes using :func:`parser`."""
+    cache = cache_of(daemon)
+    cache.register_analyser(
         {"name": "bad-input", "type": "test", "node": PREFIX, "to_sync": True, "parser": parser}
     )
-    try:
-        yield daemon
-    finally:
-        run(daemon.stop())
+    return cache
 
 
 async def publish_what_the_server_accepts(
@@ -127,6 +123,7 @@ async def publish_what_the_server_accepts(
 
 async def test_odd_items_and_a_failing_parser_never_stop_a_sync(
     daemon: Daemon,
+    cache: PubsubCache,
     publisher: Publisher,
     xmpp_server: XMPPServer,
     fresh_node: Callable[..., str],
@@ -134,7 +131,6 @@ async def test_odd_items_and_a_failing_parser_never_stop_a_sync(
 ) -> None:
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(PREFIX)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
     client = daemon.get_client("bob")
     await publisher.create_node(service, node, {"pubsub#access_model": "open"})
     outcome = await publish_what_the_server_accepts(publisher, service, node, xmpp_server.kind)
@@ -142,8 +138,7 @@ async def test_odd_items_and_a_failing_parser_never_stop_a_sync(
     assert refused == REFUSED_BY[xmpp_server.kind], outcome
 
     with caplog.at_level(logging.WARNING, logger="libervia_cache"):
-        node_info = await cache.synchronise(client, service, node)
-    assert node_info.sync_state is SyncState.COMPLETED
+        await synchronised(daemon, service, node)
 
     server_items = await publisher.get_all_items(service, node)
     answer = await cache.get_items_from_cache(client, service, node)
@@ -157,7 +152,7 @@ async def test_odd_items_and_a_failing_parser_never_stop_a_sync(
     assert metadata["cached"] is True
     assert [i.toXml() for i in items] == [i.toXml() for i in server_items]
 
-    results = {r["item_id"]: r for r in await cache.search({"nodes": [node]})}
+    results = {r["item_id"]: r for r in await cache.management.search({"nodes": [node]})}
     assert set(results) == {i["id"] for i in server_items}
     for item_id in UNPARSED:
         assert results[item_id]["parsed"] is None, item_id
@@ -169,6 +164,6 @@ async def test_odd_items_and_a_failing_parser_never_stop_a_sync(
         huge = next(i for i in cached_items if i["id"] == "huge")
         assert len(str(huge.firstChildElement())) == HUGE
     deep = ["deep"] if "deep" not in refused else []
-    assert [r["item_id"] for r in await cache.search({"fts": "bottom"})] == deep
+    assert [r["item_id"] for r in await cache.management.search({"fts": "bottom"})] == deep
     odd = ["odd-characters"] if "odd-characters" not in refused else []
-    assert [r["item_id"] for r in await cache.search({"fts": "emoji"})] == odd
+    assert [r["item_id"] for r in await cache.management.search({"fts": "emoji"})] == odd

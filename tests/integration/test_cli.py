@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from twisted.words.protocols.jabber.jid import JID
 
-from tests.integration.daemon_helpers import (
+from tests.harness.daemon import (
     DaemonProcess,
     atom_entry,
     run_cli,
@@ -102,15 +102,36 @@ def test_commands_say_in_one_line_when_no_daemon_runs(
     assert "no daemon is running" in result.stderr
 
 
-def test_a_server_error_is_one_line_with_exit_code_3(
+def test_a_node_the_service_does_not_have_is_one_line_with_exit_code_1(
     daemon_process: DaemonProcess, xmpp_server: XMPPServer
 ) -> None:
+    # item-not-found on the node is the caller's error (libervia_cache.errors: not_found)
     result = daemon_process.cli(
         "get", xmpp_server.pubsub_service, "this-node-does-not-exist", check=False
     )
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == 1, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "item-not-found" in result.stderr
+
+
+#: how each server refuses a read of a whitelist node to a JID it does not list
+REFUSAL = {"ejabberd": "not-allowed", "prosody": "forbidden", "libervia-pubsub": "forbidden"}
+
+
+async def test_a_server_error_is_one_line_with_exit_code_3(
+    daemon_process: DaemonProcess,
+    publisher: Publisher,
+    xmpp_server: XMPPServer,
+    fresh_node: Callable[..., str],
+) -> None:
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    await publisher.create_node(service, node, {"pubsub#access_model": "whitelist"})
+    await publisher.publish(service, node, [("p0", atom_entry("p0", "Post 0"))])
+    result = daemon_process.cli("get", service.full(), node, check=False)
+    assert result.returncode == 3, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert REFUSAL[xmpp_server.kind] in result.stderr
 
 
 def test_the_daemon_stops_cleanly_on_sigint(xmpp_server: XMPPServer, tmp_path: Path) -> None:

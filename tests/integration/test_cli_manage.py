@@ -18,7 +18,7 @@ from twisted.words.protocols.jabber.jid import JID
 from libervia_cache.control import ControlClient
 from libervia_cache.errors import BridgeError
 from tests.conftest import run
-from tests.integration.daemon_helpers import (
+from tests.harness.daemon import (
     DaemonProcess,
     atom_entry,
     cli_argv,
@@ -32,9 +32,10 @@ MICROBLOG = "urn:xmpp:microblog:0"
 
 
 @pytest.fixture(scope="module")
-def daemon(
+def daemon_process(
     xmpp_server: XMPPServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DaemonProcess]:
+    """One daemon process for the module (tests use their own nodes)."""
     with running_daemon(tmp_path_factory.mktemp("cli-manage"), xmpp_server) as process:
         yield process
 
@@ -66,10 +67,10 @@ def blog_node(xmpp_server: XMPPServer, fresh_node: Callable[..., str]) -> Callab
 
 
 def test_sync_wait_prints_progress_lines_when_stdout_is_not_a_terminal(
-    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+    daemon_process: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
 ) -> None:
     node = blog_node(40)
-    result = daemon.cli("sync", xmpp_server.pubsub_service, node, "--wait")
+    result = daemon_process.cli("sync", xmpp_server.pubsub_service, node, "--wait")
     lines = result.stdout.strip().splitlines()
     progress = [line for line in lines if line.startswith(f"sync {node}: ")]
     assert progress, result.stdout
@@ -78,22 +79,22 @@ def test_sync_wait_prints_progress_lines_when_stdout_is_not_a_terminal(
 
 
 def test_sync_wait_json_is_one_document_with_the_node_status(
-    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+    daemon_process: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
 ) -> None:
     node = blog_node(3)
-    result = cli_json(daemon, "sync", xmpp_server.pubsub_service, node, "--wait")
+    result = cli_json(daemon_process, "sync", xmpp_server.pubsub_service, node, "--wait")
     [row] = result["nodes"]
     assert (row["node"], row["state"], row["items"], row["type"]) == (node, "COMPLETED", 3, "blog")
 
 
 def test_sync_wait_shows_a_progress_bar_on_a_terminal(
-    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+    daemon_process: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
 ) -> None:
     node = blog_node(25)
     leader, follower = os.openpty()
     try:
         process = subprocess.run(
-            cli_argv(daemon.config, "sync", xmpp_server.pubsub_service, node, "--wait"),
+            cli_argv(daemon_process.config, "sync", xmpp_server.pubsub_service, node, "--wait"),
             stdout=follower,
             stderr=subprocess.PIPE,
             timeout=120,
@@ -119,40 +120,37 @@ def test_sync_wait_shows_a_progress_bar_on_a_terminal(
 
 
 def test_sync_without_wait_runs_in_the_background(
-    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+    daemon_process: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
 ) -> None:
     node = blog_node(5)
-    result = daemon.cli("sync", xmpp_server.pubsub_service, node)
+    result = daemon_process.cli("sync", xmpp_server.pubsub_service, node)
     assert f"synchronisation of {node} on {xmpp_server.pubsub_service} started" in result.stdout
 
     def completed() -> bool:
-        rows = cli_json(daemon, "status", xmpp_server.pubsub_service, node)["nodes"]
+        rows = cli_json(daemon_process, "status", xmpp_server.pubsub_service, node)["nodes"]
         return bool(rows) and rows[0]["state"] == "COMPLETED" and rows[0]["items"] == 5
 
     wait_until(completed, "the background sync to complete", timeout=60)
 
 
-def test_sync_of_a_missing_node_is_one_line_with_exit_code_3(
-    daemon: DaemonProcess, xmpp_server: XMPPServer
+def test_sync_of_a_missing_node_is_one_line_naming_it_with_exit_code_1(
+    daemon_process: DaemonProcess, xmpp_server: XMPPServer
 ) -> None:
-    result = daemon.cli(
-        "sync",
-        xmpp_server.pubsub_service,
-        f"{MICROBLOG}-missing-{uuid.uuid4().hex}",
-        "--wait",
-        check=False,
-    )
-    assert result.returncode == 3, result.stderr
-    assert result.stdout == ""
+    node = f"{MICROBLOG}-missing-{uuid.uuid4().hex}"
+    result = daemon_process.cli("sync", xmpp_server.pubsub_service, node, "--wait", check=False)
+    assert result.returncode == 1, result.stderr  # not_found: the caller's error
+    assert all(line.startswith(f"sync {node}: ") for line in result.stdout.splitlines())
     assert len(result.stderr.strip().splitlines()) == 1
-    assert "synchronisation of node" in result.stderr and "failed" in result.stderr
+    assert "synchronisation of node" in result.stderr and f"has no node '{node}'" in result.stderr
     assert "ps_cache_sync failed" not in result.stderr  # a typed error, not an internal one
+    # the cache forgets the node: no ERROR row
+    assert cli_json(daemon_process, "status", xmpp_server.pubsub_service, node)["nodes"] == []
 
 
 def test_sync_for_an_unknown_profile_is_not_found_with_exit_code_1(
-    daemon: DaemonProcess, xmpp_server: XMPPServer
+    daemon_process: DaemonProcess, xmpp_server: XMPPServer
 ) -> None:
-    result = daemon.cli(
+    result = daemon_process.cli(
         "sync", xmpp_server.pubsub_service, "any", "--profile", "nobody", check=False
     )
     assert result.returncode == 1
@@ -162,19 +160,19 @@ def test_sync_for_an_unknown_profile_is_not_found_with_exit_code_1(
 # --- purge --------------------------------------------------------------------------------
 
 
-def node_row(daemon: DaemonProcess, service: str, node: str) -> dict[str, object]:
-    [row] = cli_json(daemon, "status", service, node)["nodes"]
+def node_row(daemon_process: DaemonProcess, service: str, node: str) -> dict[str, object]:
+    [row] = cli_json(daemon_process, "status", service, node)["nodes"]
     return row
 
 
 def test_purge_shows_the_count_and_asks_before_deleting(
-    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+    daemon_process: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
 ) -> None:
     service = xmpp_server.pubsub_service
     node = blog_node(4)
-    daemon.cli("sync", service, node, "--wait")
+    daemon_process.cli("sync", service, node, "--wait")
     declined = subprocess.run(
-        cli_argv(daemon.config, "purge", "--node", node),
+        cli_argv(daemon_process.config, "purge", "--node", node),
         input="n\n",
         capture_output=True,
         text=True,
@@ -184,10 +182,10 @@ def test_purge_shows_the_count_and_asks_before_deleting(
     assert "4 cached item(s) match" in declined.stdout
     assert "Purge 4 cached item(s)?" in declined.stderr
     assert "aborted" in declined.stderr
-    assert node_row(daemon, service, node)["items"] == 4
+    assert node_row(daemon_process, service, node)["items"] == 4
 
     accepted = subprocess.run(
-        cli_argv(daemon.config, "purge", "--node", node),
+        cli_argv(daemon_process.config, "purge", "--node", node),
         input="y\n",
         capture_output=True,
         text=True,
@@ -195,25 +193,27 @@ def test_purge_shows_the_count_and_asks_before_deleting(
     )
     assert accepted.returncode == 0, accepted.stderr
     assert "purged 4 item(s)" in accepted.stdout
-    row = node_row(daemon, service, node)
+    row = node_row(daemon_process, service, node)
     assert row["items"] == 0
     assert row["state"] != "COMPLETED"  # no longer a mirror of the node: not served
 
 
 def test_purge_filters_by_relative_and_iso_dates(
-    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+    daemon_process: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
 ) -> None:
     service = xmpp_server.pubsub_service
     node = blog_node(3)
-    daemon.cli("sync", service, node, "--wait")
-    recent = cli_json(daemon, "purge", "--node", node, "--created-before", "1h", "--yes")
+    daemon_process.cli("sync", service, node, "--wait")
+    recent = cli_json(daemon_process, "purge", "--node", node, "--created-before", "1h", "--yes")
     assert (recent["count"], recent["purged"]) == (0, 0)
     assert "created_before" in recent["filters"]
-    dry = cli_json(daemon, "purge", "--node", node, "--updated-before", "2100-01-01", "--dry-run")
+    dry = cli_json(
+        daemon_process, "purge", "--node", node, "--updated-before", "2100-01-01", "--dry-run"
+    )
     assert (dry["count"], dry["purged"]) == (3, 0)
-    assert node_row(daemon, service, node)["items"] == 3
+    assert node_row(daemon_process, service, node)["items"] == 3
     done = cli_json(
-        daemon,
+        daemon_process,
         "purge",
         "--service",
         service,
@@ -226,11 +226,13 @@ def test_purge_filters_by_relative_and_iso_dates(
         "--yes",
     )
     assert (done["count"], done["purged"]) == (3, 3)
-    assert node_row(daemon, service, node)["items"] == 0
+    assert node_row(daemon_process, service, node)["items"] == 0
 
 
-def test_purge_with_a_bad_date_is_a_usage_error_with_exit_code_1(daemon: DaemonProcess) -> None:
-    result = daemon.cli("purge", "--created-before", "last tuesday", "--yes", check=False)
+def test_purge_with_a_bad_date_is_a_usage_error_with_exit_code_1(
+    daemon_process: DaemonProcess,
+) -> None:
+    result = daemon_process.cli("purge", "--created-before", "last tuesday", "--yes", check=False)
     assert result.returncode == 1
     assert "--created-before" in result.stderr and "30d" in result.stderr
 
@@ -238,8 +240,10 @@ def test_purge_with_a_bad_date_is_a_usage_error_with_exit_code_1(daemon: DaemonP
 # --- bridge methods, called directly -------------------------------------------------------
 
 
-def test_bridge_methods_answer_bad_arguments_with_typed_errors(daemon: DaemonProcess) -> None:
-    client = ControlClient(daemon.config.parent / "daemon.sock")
+def test_bridge_methods_answer_bad_arguments_with_typed_errors(
+    daemon_process: DaemonProcess,
+) -> None:
+    client = ControlClient(daemon_process.config.parent / "daemon.sock")
     cases: list[tuple[str, dict[str, Any], str, str]] = [
         ("ps_cache_purge", {"filters": {"bogus": 1}}, "bad_request", "bogus"),
         (
@@ -272,12 +276,12 @@ def test_bridge_methods_answer_bad_arguments_with_typed_errors(daemon: DaemonPro
 
 
 def test_reset_asks_for_confirmation_then_forgets_every_node(
-    daemon: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
+    daemon_process: DaemonProcess, xmpp_server: XMPPServer, blog_node: Callable[[int], str]
 ) -> None:
     node = blog_node(2)
-    daemon.cli("sync", xmpp_server.pubsub_service, node, "--wait")
+    daemon_process.cli("sync", xmpp_server.pubsub_service, node, "--wait")
     declined = subprocess.run(
-        cli_argv(daemon.config, "reset"),
+        cli_argv(daemon_process.config, "reset"),
         input="n\n",
         capture_output=True,
         text=True,
@@ -285,12 +289,12 @@ def test_reset_asks_for_confirmation_then_forgets_every_node(
     )
     assert declined.returncode == 1
     assert "Forget every cached node" in declined.stderr
-    assert cli_json(daemon, "status", xmpp_server.pubsub_service, node)["nodes"]
+    assert cli_json(daemon_process, "status", xmpp_server.pubsub_service, node)["nodes"]
 
-    result = cli_json(daemon, "reset", "--yes")
+    result = cli_json(daemon_process, "reset", "--yes")
     assert result["nodes"] >= 1 and result["items"] >= 2
-    assert cli_json(daemon, "status")["nodes"] == []
-    assert "no cached node" in daemon.cli("status").stdout
-    human = daemon.cli("reset", "--yes")
+    assert cli_json(daemon_process, "status")["nodes"] == []
+    assert "no cached node" in daemon_process.cli("status").stdout
+    human = daemon_process.cli("reset", "--yes")
     assert human.stdout.strip() == "cache reset: 0 node(s) and 0 item(s) forgotten"
-    assert json.loads(daemon.cli("search", "--json").stdout) == []
+    assert json.loads(daemon_process.cli("search", "--json").stdout) == []

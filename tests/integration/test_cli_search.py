@@ -17,8 +17,8 @@ import pytest
 from twisted.words.protocols.jabber.jid import JID
 
 from tests.conftest import run
+from tests.harness.daemon import DaemonProcess, atom_entry, cli_json, running_daemon
 from tests.integration.conftest import unique_node_name
-from tests.integration.daemon_helpers import DaemonProcess, atom_entry, cli_json, running_daemon
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import connect_publisher
 

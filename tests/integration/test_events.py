@@ -4,8 +4,7 @@ purge, delete, in random sequences, with the daemon online."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,8 +15,8 @@ from tx_xmpp import pubsub
 from libervia_cache.backend.daemon import Daemon
 from libervia_cache.plugin import EVENT_APPLIED_POINT, PubsubCache
 from libervia_cache.storage import SyncState
-from tests.conftest import run
-from tests.integration.daemon_helpers import atom_entry, start_daemon
+from tests.harness.daemon import atom_entry, cache_of
+from tests.integration.conftest import synchronised
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 
@@ -76,15 +75,6 @@ class AppliedEvents:
         return deferred
 
 
-@pytest.fixture
-def daemon(xmpp_server: XMPPServer, tmp_path: Path) -> Iterator[Daemon]:
-    daemon = run(start_daemon(tmp_path, xmpp_server))
-    try:
-        yield daemon
-    finally:
-        run(daemon.stop())
-
-
 async def cache_ids(cache: PubsubCache, daemon: Daemon, service: JID, node: str) -> list[str]:
     answer = await cache.get_items_from_cache(daemon.get_client("bob"), service, node)
     assert answer is not None, "the node is no longer served from the cache"
@@ -102,13 +92,12 @@ async def test_random_publish_republish_retract_purge_keep_the_cache_equal_to_th
     rng = random.Random(seed)
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    cache = cache_of(daemon)
     applied = AppliedEvents(daemon)
     await publisher.create_node(service, node, {"pubsub#access_model": "open"})
     await publisher.publish(service, node, [(f"i{n}", atom_entry(f"i{n}", "v0")) for n in range(8)])
-    await cache.synchronise(daemon.get_client("bob"), service, node)
-    node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
-    assert node_info is not None and node_info.subscribed
+    node_info = await synchronised(daemon, service, node)
+    assert node_info.subscribed
     republish_moves = xmpp_server.quirks["republish_moves_to_newest"]
     republished = False
     next_id = 8
@@ -166,14 +155,14 @@ async def test_node_deletion_forgets_the_node(
 ) -> None:
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    store = cache_of(daemon).store_access.require()
     applied = AppliedEvents(daemon)
     await publisher.create_node(service, node, {"pubsub#access_model": "open"})
     await publisher.publish(service, node, [("a", atom_entry("a", "a"))])
-    await cache.synchronise(daemon.get_client("bob"), service, node)
+    await synchronised(daemon, service, node)
     await publisher.delete_node(service, node)
     await applied.wait(lambda: applied.count(node, pubsub.DeleteEvent) == 1, "the deletion")
-    assert await cache.store.get_node("bob", service.full(), node) is None  # type: ignore[union-attr]
+    assert await store.get_node("bob", service.full(), node) is None
 
 
 async def test_events_of_a_node_the_cache_does_not_track_change_nothing(
@@ -181,12 +170,13 @@ async def test_events_of_a_node_the_cache_does_not_track_change_nothing(
 ) -> None:
     service = JID(xmpp_server.pubsub_service)
     tracked, untracked = fresh_node(MICROBLOG), fresh_node(MICROBLOG)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    cache = cache_of(daemon)
+    store = cache.store_access.require()
     applied = AppliedEvents(daemon)
     for node in (tracked, untracked):
         await publisher.create_node(service, node, {"pubsub#access_model": "open"})
         await publisher.publish(service, node, [("a", atom_entry("a", "a"))])
-    await cache.synchronise(daemon.get_client("bob"), service, tracked)
+    await synchronised(daemon, service, tracked)
     # bob subscribes to the untracked node by hand: its events reach the daemon
     bob_subscription = await daemon.xep_0060.subscribe(daemon.get_client("bob"), service, untracked)
     assert bob_subscription is not None
@@ -196,7 +186,7 @@ async def test_events_of_a_node_the_cache_does_not_track_change_nothing(
     # events are applied in order: once the tracked node's one is, the other was seen
     await waiting
     assert applied.mentions(untracked, "b") == 0
-    assert await cache.store.get_node("bob", service.full(), untracked) is None  # type: ignore[union-attr]
-    tracked_info = await cache.store.get_node("bob", service.full(), tracked)  # type: ignore[union-attr]
+    assert await store.get_node("bob", service.full(), untracked) is None
+    tracked_info = await store.get_node("bob", service.full(), tracked)
     assert tracked_info is not None and tracked_info.sync_state is SyncState.COMPLETED
     assert await cache_ids(cache, daemon, service, tracked) == ["a", "c"]

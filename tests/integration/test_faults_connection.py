@@ -4,8 +4,7 @@ next read synchronises the node again; reads without a server fail cleanly, in t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,11 +12,10 @@ from twisted.internet import defer, reactor
 from twisted.words.protocols.jabber.jid import JID
 
 from libervia_cache.backend.daemon import Daemon
-from libervia_cache.plugin import PubsubCache
+from libervia_cache.plugin.sync import Outcome
 from libervia_cache.storage import SyncState
-from tests.conftest import run
-from tests.integration.conftest import SERVER_CLASSES, server_kinds
-from tests.integration.daemon_helpers import atom_entry, start_daemon
+from tests.harness.daemon import atom_entry, cache_of, sync_of
+from tests.integration.conftest import DaemonFactory, synchronise, synchronised
 from tests.integration.test_sync_lifecycle import assert_cache_equals_server
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher, connect_publisher
@@ -26,26 +24,8 @@ MICROBLOG = "urn:xmpp:microblog:0"
 #: seconds allowed for the daemon to reconnect (its first retry comes after about 1 s)
 RECONNECT_TIMEOUT = 30
 
-
-@pytest.fixture
-def private_server() -> Iterator[XMPPServer]:
-    """A server of its own (of the first kind asked for), that a test may stop."""
-    server = SERVER_CLASSES[server_kinds()[0]]()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def daemon(xmpp_server: XMPPServer, tmp_path: Path) -> Iterator[Daemon]:
-    daemon = run(start_daemon(tmp_path, xmpp_server))
-    daemon.plugins["PUBSUB_CACHE"].sync_page_size = 5
-    try:
-        yield daemon
-    finally:
-        run(daemon.stop())
+#: small pages: a node of a dozen items takes several
+pytestmark = pytest.mark.daemon_options(sync_page_size=5)
 
 
 class CutInFlight:
@@ -92,40 +72,40 @@ async def test_a_stream_cut_mid_sync_leaves_the_node_unserved_until_resynced_aft
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     ids = await make_node(publisher, service, node, 12)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-    assert cache.store is not None
+    cache = cache_of(daemon)
+    store = cache.store_access.require()
     client = daemon.get_client("bob")
     # a page is stored first where the server pages (Prosody sends one page)
     gate = CutInFlight(daemon, at=2 if xmpp_server.quirks["rsm"] else 1)
     lost = client.xmpp.when_disconnected()
     items, metadata = await daemon.xep_0060.get_items(client, service, node)
     assert metadata["cached"] is False and [i["id"] for i in items] == ids
-    sync = cache.running_sync("bob", service, node)
+    sync = sync_of(daemon, service, node)
     assert sync is not None
     await within(gate.cut, 10)
     await within(lost, 10)
-    await within(sync, 30)
+    await within(sync.wait(), 30)
     gate.remove()
     assert gate.pages == gate.at, "the sync stopped at the cut"
-    node_info = await cache.store.get_node("bob", service.full(), node)
+    node_info = await store.get_node("bob", service.full(), node)
     assert node_info is not None
     assert node_info.sync_state in (None, SyncState.ERROR)
-    assert await cache.store.count_items(node_info.id) == 0
+    assert await store.count_items(node_info.id) == 0
     assert await cache.get_items_from_cache(client, service, node) is None
 
     await within(client.xmpp.when_connected(), RECONNECT_TIMEOUT)
     items, metadata = await daemon.xep_0060.get_items(client, service, node)
     assert metadata["cached"] is False and [i["id"] for i in items] == ids
-    sync = cache.running_sync("bob", service, node)
+    sync = sync_of(daemon, service, node)
     assert sync is not None, "the read after reconnection synchronises the node again"
-    await within(sync, 30)
+    await within(sync.wait(), 30)
     await assert_cache_equals_server(daemon, publisher, service, node)
     items, metadata = await daemon.xep_0060.get_items(client, service, node)
     assert metadata["cached"] is True and [i["id"] for i in items] == ids
 
 
 async def test_a_server_gone_leaves_the_daemon_up_serving_synced_nodes_and_failing_reads_in_time(
-    private_server: XMPPServer, tmp_path: Path, fresh_node: Callable[..., str]
+    private_server: XMPPServer, make_daemon: DaemonFactory, fresh_node: Callable[..., str]
 ) -> None:
     service = JID(private_server.pubsub_service)
     synced, other = fresh_node(MICROBLOG), fresh_node(MICROBLOG)
@@ -135,11 +115,11 @@ async def test_a_server_gone_leaves_the_daemon_up_serving_synced_nodes_and_faili
         await make_node(publisher, service, other, 3)
     finally:
         await publisher.close()
-    daemon = await start_daemon(tmp_path, private_server)
+    daemon = await make_daemon(server=private_server)
     try:
-        cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+        store = cache_of(daemon).store_access.require()
         client = daemon.get_client("bob")
-        await cache.synchronise(client, service, synced)
+        await synchronised(daemon, service, synced)
         daemon.xep_0060.iq_timeout = 3
         lost = client.xmpp.when_disconnected()
         private_server.stop()
@@ -160,15 +140,14 @@ async def test_a_server_gone_leaves_the_daemon_up_serving_synced_nodes_and_faili
             with pytest.raises(Exception):  # noqa: B017
                 await within(read, 2 * daemon.xep_0060.iq_timeout + 5)
             assert reactor.seconds() - started <= daemon.xep_0060.iq_timeout + 1  # type: ignore[attr-defined]
-        with pytest.raises(Exception):  # noqa: B017
-            await within(
-                defer.Deferred.fromCoroutine(cache.synchronise(client, service, other)), 30
-            )
-        node_info = await cache.store.get_node("bob", service.full(), other)  # type: ignore[union-attr]
+        # an explicit sync fails
+        sync = await within(defer.Deferred.fromCoroutine(synchronise(daemon, service, other)), 30)
+        assert sync.outcome is not Outcome.COMPLETED and sync.error is not None, sync.outcome
+        node_info = await store.get_node("bob", service.full(), other)
         assert node_info is None or node_info.sync_state is not SyncState.COMPLETED
         # still up, still trying to reconnect, the synced node still served
         assert not client.xmpp.is_connected and client.xmpp.factory.continueTrying
         items, metadata = await daemon.xep_0060.get_items(client, service, synced)
         assert metadata["cached"] is True and [i["id"] for i in items] == synced_ids
     finally:
-        await within(defer.Deferred.fromCoroutine(daemon.stop()), 30)
+        await within(defer.Deferred.fromCoroutine(make_daemon.stop(daemon)), 30)

@@ -19,19 +19,17 @@ import pytest
 from twisted.internet import defer, reactor
 from twisted.words.protocols.jabber.jid import JID
 
-from libervia_cache import plugin as plugin_module
-from libervia_cache.backend.bridge import BridgeError
+from libervia_cache.backend.daemon import Daemon
+from libervia_cache.errors import BridgeError
 from libervia_cache.hostapi import Client
 from libervia_cache.plugin import PubsubCache
+from libervia_cache.plugin import store_access as store_access_module
+from libervia_cache.plugin.sync import NodeSync, Outcome
 from libervia_cache.storage import SyncState
 from libervia_cache.storage import engine as engine_module
-from libervia_cache.sync import SyncError
-from tests.integration.conftest import server_kinds
-from tests.integration.daemon_helpers import (
-    atom_entry,
-    start_daemon,
-    start_daemon_with_database,
-)
+from tests.harness.daemon import atom_entry, cache_of
+from tests.harness.daemon import synced as sync_ended
+from tests.integration.conftest import DaemonFactory, server_kinds, synchronise, synchronised
 from tests.integration.test_sync_lifecycle import PageGate, assert_cache_equals_server
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
@@ -49,8 +47,8 @@ def quick_database_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer gives up on a locked database after 1 s (not 30), and a database that
     could not be opened is retried after 0.2 s (not 5): the tests wait less."""
     monkeypatch.setattr(engine_module, "BUSY_TIMEOUT", 1.0)
-    monkeypatch.setattr(plugin_module, "FIRST_REOPEN_DELAY", 0.2)
-    monkeypatch.setattr(plugin_module, "MAX_REOPEN_DELAY", 0.5)
+    monkeypatch.setattr(store_access_module, "FIRST_REOPEN_DELAY", 0.2)
+    monkeypatch.setattr(store_access_module, "MAX_REOPEN_DELAY", 0.5)
 
 
 @pytest.fixture
@@ -120,17 +118,26 @@ def locked_by_another_process(database: Path) -> Iterator[None]:
 
 
 async def assert_failed_and_not_served(
-    cache: PubsubCache, client: Client, service: JID, node: str, log: str, reason: str
+    cache: PubsubCache,
+    client: Client,
+    sync: NodeSync,
+    service: JID,
+    node: str,
+    log: str,
+    reason: str,
 ) -> None:
     """The sync of ``node`` failed with ``reason`` in the log, and is never served."""
+    assert sync.outcome in (Outcome.FAILED, Outcome.RETRY), (sync.outcome, sync.error)
     assert f"synchronisation of node {node} on {service.full()} failed" in log
     assert reason in log
-    node_info = await cache.store.get_node("bob", service.full(), node)
+    node_info = await cache.store_access.require().get_node("bob", service.full(), node)
     assert node_info is not None and node_info.sync_state is not SyncState.COMPLETED
     assert await cache.get_items_from_cache(client, service, node) is None
 
 
+@pytest.mark.daemon_options(sync_page_size=3)
 async def test_a_locked_database_fails_syncs_clearly_keeps_serving_reads_and_loses_nothing(
+    daemon: Daemon,
     xmpp_server: XMPPServer,
     publisher: Publisher,
     tmp_path: Path,
@@ -141,40 +148,35 @@ async def test_a_locked_database_fails_syncs_clearly_keeps_serving_reads_and_los
     synced, unsynced = fresh_node(MICROBLOG), fresh_node(MICROBLOG)
     synced_ids = await make_node(publisher, service, synced, 5)
     unsynced_ids = await make_node(publisher, service, unsynced, 8)
-    daemon = await start_daemon(tmp_path, xmpp_server)
-    try:
-        cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-        assert cache.store is not None
-        cache.sync_page_size = 3
-        bob = daemon.get_client("bob")
-        await cache.synchronise(bob, service, synced)
-        # a second sync stops after its first page (fetched, not stored) ...
-        gate = PageGate(daemon, at=1)
-        sync = defer.Deferred.fromCoroutine(cache.synchronise(bob, service, unsynced))
-        await gate.reached
-        with locked_by_another_process(tmp_path / "cache.db"):
-            # ... and goes on with the database locked: it cannot write its pages
-            gate.release.callback(None)
-            with pytest.raises(SyncError):
-                await sync
-            gate.remove()
-            await assert_failed_and_not_served(
-                cache, bob, service, unsynced, log_text(), "database is locked"
-            )
-            # reads go on: the synced node from the cache, the other from the network
-            items, metadata = await daemon.xep_0060.get_items(bob, service, synced)
-            assert metadata["cached"] is True and [i["id"] for i in items] == synced_ids
-            items, metadata = await daemon.xep_0060.get_items(bob, service, unsynced)
-            assert metadata["cached"] is False and [i["id"] for i in items] == unsynced_ids
-            status = await daemon.bridge.dispatch("ps_cache_status", {})
-            states = {row["node"]: row["state"] for row in status["nodes"]}
-            assert states[synced] == "COMPLETED" and states[unsynced] != "COMPLETED"
-        # the lock is gone: an explicit sync works, and what was cached before is intact
-        await cache.synchronise(bob, service, unsynced)
-        await assert_cache_equals_server(daemon, publisher, service, unsynced)
-        await assert_cache_equals_server(daemon, publisher, service, synced)
-    finally:
-        await daemon.stop()
+    cache = cache_of(daemon)
+    assert cache.store_access.store is not None
+    bob = daemon.get_client("bob")
+    await synchronised(daemon, service, synced)
+    # a second sync stops after its first page (fetched, not stored) ...
+    gate = PageGate(daemon, at=1)
+    sync = await cache.management.synchronise(bob, service, unsynced)
+    await gate.reached
+    with locked_by_another_process(tmp_path / "cache.db"):
+        # ... and goes on with the database locked: it cannot write its pages
+        gate.release.callback(None)
+        await sync.wait()
+        gate.remove()
+        await assert_failed_and_not_served(
+            cache, bob, sync, service, unsynced, log_text(), "database is locked"
+        )
+        # reads go on: the synced node from the cache, the other from the network
+        items, metadata = await daemon.xep_0060.get_items(bob, service, synced)
+        assert metadata["cached"] is True and [i["id"] for i in items] == synced_ids
+        items, metadata = await daemon.xep_0060.get_items(bob, service, unsynced)
+        assert metadata["cached"] is False and [i["id"] for i in items] == unsynced_ids
+        status = await daemon.bridge.dispatch("ps_cache_status", {})
+        states = {row["node"]: row["state"] for row in status["nodes"]}
+        assert states[synced] == "COMPLETED" and states[unsynced] != "COMPLETED"
+    # the lock is gone: an explicit sync works, and what was cached before is intact
+    await sync_ended(daemon, service, unsynced)  # one a read started while it was locked
+    await synchronised(daemon, service, unsynced)
+    await assert_cache_equals_server(daemon, publisher, service, unsynced)
+    await assert_cache_equals_server(daemon, publisher, service, synced)
 
 
 # --- read-only, full -----------------------------------------------------------------------
@@ -198,6 +200,7 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
 
 
 async def test_a_read_only_database_sends_reads_to_the_network_until_it_is_writable_again(
+    make_daemon: DaemonFactory,
     xmpp_server: XMPPServer,
     publisher: Publisher,
     tmp_path: Path,
@@ -209,46 +212,51 @@ async def test_a_read_only_database_sends_reads_to_the_network_until_it_is_writa
     synced_ids = await make_node(publisher, service, synced, 6)
     unsynced_ids = await make_node(publisher, service, unsynced, 4)
     with small_tmpfs(tmp_path / "data", "8m") as data:
-        daemon = await start_daemon_with_database(tmp_path, xmpp_server, data / "cache.db")
+        daemon = await make_daemon(database=data / "cache.db")
         try:
-            await daemon.plugins["PUBSUB_CACHE"].synchronise(
-                daemon.get_client("bob"), service, synced
-            )
+            synced_info = await synchronised(daemon, service, synced)
         finally:
-            await daemon.stop()
+            await make_daemon.stop(daemon)
         # Linux refuses to remount read-only a filesystem where a file is open for
         # writing (EBUSY): the database goes read-only while no daemon holds it open
         mount("-o", "remount,ro", str(data))
-        daemon = await start_daemon_with_database(tmp_path, xmpp_server, data / "cache.db")
+        daemon = await make_daemon(database=data / "cache.db")
         try:
-            cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+            cache = cache_of(daemon)
+            access = cache.store_access
             bob = daemon.get_client("bob")
-            assert cache.unavailable_reason is not None
-            assert "cannot be opened" in cache.unavailable_reason
-            assert "readonly" in cache.unavailable_reason or "unable to open" in (
-                cache.unavailable_reason
-            ), cache.unavailable_reason
-            assert cache.unavailable_reason in log_text()
+            assert access.unavailable_reason is not None
+            assert "cannot be opened" in access.unavailable_reason
+            assert "readonly" in access.unavailable_reason or "unable to open" in (
+                access.unavailable_reason
+            ), access.unavailable_reason
+            assert access.unavailable_reason in log_text()
             with pytest.raises(BridgeError) as unavailable:
                 await daemon.bridge.dispatch("ps_cache_status", {})
             assert unavailable.value.kind == "unavailable"
-            assert cache.unavailable_reason in unavailable.value.message
+            assert access.unavailable_reason in unavailable.value.message
             for node, ids in ((synced, synced_ids), (unsynced, unsynced_ids)):
                 items, metadata = await daemon.xep_0060.get_items(bob, service, node)
                 assert metadata["cached"] is False and [i["id"] for i in items] == ids
             with pytest.raises(Exception, match="cache"):
-                await cache.synchronise(bob, service, unsynced)
+                await synchronise(daemon, service, unsynced)
             # writable again: the cache opens by itself, with what it held
             mount("-o", "remount,rw", str(data))
-            await wait_for(lambda: cache.unavailable_reason is None, "the cache to reopen")
+            await wait_for(lambda: access.unavailable_reason is None, "the cache to reopen")
             assert "the cache database is open again" in log_text()
+            # events sent while it was closed are lost: a synced node waits for its check
+            await wait_for(
+                lambda: cache.holds.reason("bob", synced_info.id) is None,
+                "the check of the synced node",
+            )
             items, metadata = await daemon.xep_0060.get_items(bob, service, synced)
             assert metadata["cached"] is True and [i["id"] for i in items] == synced_ids
             await assert_cache_equals_server(daemon, publisher, service, synced)
-            await cache.synchronise(bob, service, unsynced)
+            await synchronised(daemon, service, unsynced)
             await assert_cache_equals_server(daemon, publisher, service, unsynced)
         finally:
-            await daemon.stop()
+            # before the tmpfs goes
+            await make_daemon.stop(daemon)
 
 
 def fill(directory: Path) -> Path:
@@ -265,6 +273,7 @@ def fill(directory: Path) -> Path:
 
 
 async def test_a_full_disk_fails_syncs_clearly_keeps_serving_and_loses_nothing_once_space_is_back(
+    make_daemon: DaemonFactory,
     xmpp_server: XMPPServer,
     publisher: Publisher,
     tmp_path: Path,
@@ -277,46 +286,44 @@ async def test_a_full_disk_fails_syncs_clearly_keeps_serving_and_loses_nothing_o
     # far more than the free pages the database and its WAL may hold
     big_ids = await make_node(publisher, service, big, 60, content="x" * 8000)
     with small_tmpfs(tmp_path / "data", "16m") as data:
-        daemon = await start_daemon_with_database(tmp_path, xmpp_server, data / "cache.db")
+        daemon = await make_daemon(database=data / "cache.db", sync_page_size=10)
         try:
-            cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-            assert cache.store is not None
-            cache.sync_page_size = 10
+            cache = cache_of(daemon)
+            assert cache.store_access.store is not None
             bob = daemon.get_client("bob")
-            await cache.synchronise(bob, service, synced)
+            await synchronised(daemon, service, synced)
             # the big node's sync has its node recorded and its first page fetched ...
             gate = PageGate(daemon, at=1)
-            sync = defer.Deferred.fromCoroutine(cache.synchronise(bob, service, big))
+            sync = await cache.management.synchronise(bob, service, big)
             await gate.reached
             # ... when the disk fills up
             filler = fill(data)
             gate.release.callback(None)
-            with pytest.raises(SyncError):
-                await sync
+            await sync.wait()
             gate.remove()
             await assert_failed_and_not_served(
-                cache, bob, service, big, log_text(), "database or disk is full"
+                cache, bob, sync, service, big, log_text(), "database or disk is full"
             )
             items, metadata = await daemon.xep_0060.get_items(bob, service, big)
             assert metadata["cached"] is False and [i["id"] for i in items] == big_ids
             items, metadata = await daemon.xep_0060.get_items(bob, service, synced)
             assert metadata["cached"] is True and [i["id"] for i in items] == synced_ids
-            running = cache.running_sync("bob", service, big)  # the read may redo it
-            if running is not None:
-                await running
+            await sync_ended(daemon, service, big)  # the read may redo it
             # space is back: nothing was lost, and the big node can be synchronised
             filler.unlink()
             await assert_cache_equals_server(daemon, publisher, service, synced)
-            await cache.synchronise(bob, service, big)
+            await synchronised(daemon, service, big)
             await assert_cache_equals_server(daemon, publisher, service, big)
         finally:
-            await daemon.stop()
+            # before the tmpfs goes
+            await make_daemon.stop(daemon)
 
 
 # --- corrupt -------------------------------------------------------------------------------
 
 
 async def test_a_corrupt_database_is_reported_left_in_place_and_reads_go_to_the_network(
+    make_daemon: DaemonFactory,
     xmpp_server: XMPPServer,
     publisher: Publisher,
     tmp_path: Path,
@@ -326,34 +333,30 @@ async def test_a_corrupt_database_is_reported_left_in_place_and_reads_go_to_the_
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     ids = await make_node(publisher, service, node, 5)
-    daemon = await start_daemon(tmp_path, xmpp_server)
-    try:
-        await daemon.plugins["PUBSUB_CACHE"].synchronise(daemon.get_client("bob"), service, node)
-    finally:
-        await daemon.stop()
+    daemon = await make_daemon()
+    await synchronised(daemon, service, node)
+    await make_daemon.stop(daemon)
     database = tmp_path / "cache.db"
     garbage = bytes(range(256)) * (database.stat().st_size // 256 + 1)
     database.write_bytes(garbage)
 
-    daemon = await start_daemon(tmp_path, xmpp_server)
-    try:
-        cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-        assert cache.store is None
-        assert cache.unavailable_reason is not None
-        assert "cannot be opened" in cache.unavailable_reason
-        assert "file is not a database" in cache.unavailable_reason
-        assert cache.unavailable_reason in log_text()
-        bob = daemon.get_client("bob")
-        for __ in range(2):  # a second read does not sync from a cache it cannot open
-            items, metadata = await daemon.xep_0060.get_items(bob, service, node)
-            assert metadata["cached"] is False and [i["id"] for i in items] == ids
-        with pytest.raises(BridgeError) as unavailable:
-            await daemon.bridge.dispatch("ps_cache_status", {})
-        assert unavailable.value.kind == "unavailable"
-        assert "file is not a database" in unavailable.value.message
-        # the retries (every MAX_REOPEN_DELAY here) leave the file as it was
-        await wait_for(lambda: log_text().count("cache database cannot be opened") >= 3, "retries")
-        assert database.read_bytes() == garbage
-    finally:
-        await daemon.stop()
+    daemon = await make_daemon()
+    access = cache_of(daemon).store_access
+    assert access.store is None
+    assert access.unavailable_reason is not None
+    assert "cannot be opened" in access.unavailable_reason
+    assert "file is not a database" in access.unavailable_reason
+    assert access.unavailable_reason in log_text()
+    bob = daemon.get_client("bob")
+    for __ in range(2):  # a second read does not sync from a cache it cannot open
+        items, metadata = await daemon.xep_0060.get_items(bob, service, node)
+        assert metadata["cached"] is False and [i["id"] for i in items] == ids
+    with pytest.raises(BridgeError) as unavailable:
+        await daemon.bridge.dispatch("ps_cache_status", {})
+    assert unavailable.value.kind == "unavailable"
+    assert "file is not a database" in unavailable.value.message
+    # the retries (every MAX_REOPEN_DELAY here) leave the file as it was
+    await wait_for(lambda: log_text().count("cache database cannot be opened") >= 3, "retries")
+    assert database.read_bytes() == garbage
+    await make_daemon.stop(daemon)
     assert database.read_bytes() == garbage

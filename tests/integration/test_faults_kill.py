@@ -15,8 +15,8 @@ from typing import Any
 
 from twisted.words.protocols.jabber.jid import JID
 
-from libervia_cache.backend.bridge import BridgeClient
-from tests.integration.daemon_helpers import (
+from libervia_cache.control import ControlClient
+from tests.harness.daemon import (
     DaemonProcess,
     atom_entry,
     kill_daemon,
@@ -71,7 +71,7 @@ class Reader:
         self._thread.join(timeout=60)
 
     def _run(self) -> None:
-        client = BridgeClient(self.socket)
+        client = ControlClient(self.socket)
         while not self._stop.is_set():
             for request in READS:
                 try:
@@ -95,13 +95,13 @@ class Reader:
                     self.wrong.append((request, got, metadata))
 
 
-def status_of(client: BridgeClient, node: str) -> dict[str, Any] | None:
+def status_of(client: ControlClient, node: str) -> dict[str, Any] | None:
     rows = client.call("ps_cache_status", {"node": node}, timeout=30)["nodes"]
     return rows[0] if rows else None
 
 
 def wait_for_status(
-    client: BridgeClient, node: str, condition: Callable[[dict[str, Any]], bool], what: str
+    client: ControlClient, node: str, condition: Callable[[dict[str, Any]], bool], what: str
 ) -> dict[str, Any]:
     deadline = time.monotonic() + WAIT_TIMEOUT
     seen: list[Any] = []
@@ -138,7 +138,7 @@ async def test_a_sigkill_mid_sync_leaves_a_sound_database_and_the_node_redone_ne
     daemon.start()
     running = True
     reader = Reader(socket, service.full(), node, server)
-    status = BridgeClient(socket)
+    status = ControlClient(socket)
     try:
         reader.start()  # its first read starts the sync
         if several_pages:

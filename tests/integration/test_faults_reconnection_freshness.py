@@ -9,13 +9,11 @@ from collections.abc import Callable
 from twisted.words.protocols.jabber.jid import JID
 
 from libervia_cache.backend.daemon import Daemon
-from libervia_cache.plugin import PubsubCache
-from tests.integration.conftest import fresh_node, publisher, xmpp_server  # noqa: F401
-from tests.integration.daemon_helpers import atom_entry
+from tests.harness.daemon import atom_entry
+from tests.integration.conftest import synchronised
 from tests.integration.test_faults_connection import (
     MICROBLOG,
     RECONNECT_TIMEOUT,
-    daemon,  # noqa: F401
     make_node,
     within,
 )
@@ -24,17 +22,16 @@ from tests.servers.publisher import Publisher
 
 
 async def test_an_item_published_while_the_stream_was_down_is_never_missing_from_cached_answers(
-    daemon: Daemon,  # noqa: F811
-    publisher: Publisher,  # noqa: F811
-    xmpp_server: XMPPServer,  # noqa: F811
-    fresh_node: Callable[..., str],  # noqa: F811
+    daemon: Daemon,
+    publisher: Publisher,
+    xmpp_server: XMPPServer,
+    fresh_node: Callable[..., str],
 ) -> None:
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     ids = await make_node(publisher, service, node, 3)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
     client = daemon.get_client("bob")
-    await cache.synchronise(client, service, node)
+    await synchronised(daemon, service, node)
     lost = client.xmpp.when_disconnected()
     client.xmpp.xmlstream.transport.abortConnection()
     await within(lost, 10)

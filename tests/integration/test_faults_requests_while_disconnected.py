@@ -5,35 +5,34 @@ reconnection, and a bridge read is an ``unavailable`` error, not an internal one
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet import defer
 from twisted.words.protocols.jabber.jid import JID
 
-from libervia_cache.backend.bridge import BridgeError
 from libervia_cache.backend.daemon import Daemon
-from libervia_cache.plugin import PubsubCache
+from libervia_cache.errors import BridgeError
 from libervia_cache.storage import SyncState
-from tests.integration.conftest import fresh_node, publisher, xmpp_server  # noqa: F401
-from tests.integration.daemon_helpers import start_daemon
+from tests.harness.daemon import cache_of, sync_of
+from tests.integration.conftest import DaemonFactory
 from tests.integration.test_faults_connection import (
     MICROBLOG,
     RECONNECT_TIMEOUT,
-    daemon,  # noqa: F401
     make_node,
-    private_server,  # noqa: F401
     within,
 )
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher, connect_publisher
 
+#: small pages: a node of a dozen items takes several
+pytestmark = pytest.mark.daemon_options(sync_page_size=5)
+
 
 class HeldRequest:
     """Holds the sync's page request number ``at`` before it is sent, until released."""
 
-    def __init__(self, daemon: Daemon, at: int) -> None:  # noqa: F811
+    def __init__(self, daemon: Daemon, at: int) -> None:
         self.xep_0060 = daemon.xep_0060
         self.original = daemon.xep_0060.get_items_from_network
         self.at = at
@@ -61,16 +60,15 @@ class HeldRequest:
 
 
 async def test_a_page_asked_while_the_stream_is_down_lets_the_next_read_resync_after_reconnection(
-    daemon: Daemon,  # noqa: F811
-    publisher: Publisher,  # noqa: F811
-    xmpp_server: XMPPServer,  # noqa: F811
-    fresh_node: Callable[..., str],  # noqa: F811
+    daemon: Daemon,
+    publisher: Publisher,
+    xmpp_server: XMPPServer,
+    fresh_node: Callable[..., str],
 ) -> None:
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     ids = await make_node(publisher, service, node, 12)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-    assert cache.store is not None
+    store = cache_of(daemon).store_access.require()
     client = daemon.get_client("bob")
     gate = HeldRequest(daemon, at=2 if xmpp_server.quirks["rsm"] else 1)
     await daemon.xep_0060.get_items(client, service, node)
@@ -78,25 +76,27 @@ async def test_a_page_asked_while_the_stream_is_down_lets_the_next_read_resync_a
     lost = client.xmpp.when_disconnected()
     client.xmpp.xmlstream.transport.abortConnection()
     await within(lost, 10)
+    sync = sync_of(daemon, service, node)
+    assert sync is not None
     gate.release.callback(None)  # the page is asked for on a stream that is gone
-    await within(cache.running_sync("bob", service, node), 30)  # type: ignore[arg-type]
+    await within(sync.wait(), 30)
     gate.remove()
-    node_info = await cache.store.get_node("bob", service.full(), node)
+    node_info = await store.get_node("bob", service.full(), node)
     assert node_info is not None and node_info.sync_state is not SyncState.COMPLETED
-    assert await cache.store.count_items(node_info.id) == 0
+    assert await store.count_items(node_info.id) == 0
 
     await within(client.xmpp.when_connected(), RECONNECT_TIMEOUT)
     items, metadata = await daemon.xep_0060.get_items(client, service, node)
     assert metadata["cached"] is False and [i["id"] for i in items] == ids
-    sync = cache.running_sync("bob", service, node)
+    sync = sync_of(daemon, service, node)
     # fails today: the node is ERROR ("'NoneType' object has no attribute '_callLater'")
     assert sync is not None, f"not resynchronised: {node_info.sync_state}"
 
 
 async def test_a_bridge_read_while_the_server_is_gone_is_an_unavailable_error_not_internal(
-    private_server: XMPPServer,  # noqa: F811
-    tmp_path: Path,
-    fresh_node: Callable[..., str],  # noqa: F811
+    private_server: XMPPServer,
+    make_daemon: DaemonFactory,
+    fresh_node: Callable[..., str],
 ) -> None:
     service = JID(private_server.pubsub_service)
     node = fresh_node(MICROBLOG)
@@ -105,7 +105,7 @@ async def test_a_bridge_read_while_the_server_is_gone_is_an_unavailable_error_no
         await make_node(alice, service, node, 2)
     finally:
         await alice.close()
-    daemon = await start_daemon(tmp_path, private_server)  # noqa: F811
+    daemon = await make_daemon(server=private_server)
     try:
         client = daemon.get_client("bob")
         daemon.xep_0060.iq_timeout = 3
@@ -117,4 +117,4 @@ async def test_a_bridge_read_while_the_server_is_gone_is_an_unavailable_error_no
         # fails today: AttributeError, reported as "internal" over the socket
         assert failed.value.kind in ("unavailable", "timeout"), failed.value
     finally:
-        await within(defer.Deferred.fromCoroutine(daemon.stop()), 30)
+        await within(defer.Deferred.fromCoroutine(make_daemon.stop(daemon)), 30)

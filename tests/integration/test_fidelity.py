@@ -24,7 +24,8 @@ from tx_xmpp import rsm
 from libervia_cache.backend.daemon import Daemon, ProfileClient
 from libervia_cache.plugin import PubsubCache
 from tests.conftest import run
-from tests.integration.daemon_helpers import atom_entry, start_daemon
+from tests.harness.daemon import atom_entry, cache_of, start_daemon
+from tests.integration.conftest import synchronised
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import connect_publisher
 
@@ -84,8 +85,7 @@ def synced(
                 depth=1,
             )
         server_ids = [i["id"] for i in await publisher.get_all_items(service, node)]
-        cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-        await cache.synchronise(daemon.get_client("bob"), service, node)
+        await synchronised(daemon, service, node)
         return server_ids
 
     ids = run(prepare())
@@ -94,7 +94,7 @@ def synced(
             xmpp_server,
             daemon,
             daemon.get_client("bob"),
-            daemon.plugins["PUBSUB_CACHE"],
+            cache_of(daemon),
             service,
             node,
             ids,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,19 +16,14 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from tx_xmpp import pubsub
 
-from libervia_cache.backend.bridge import BridgeClient, BridgeError
 from libervia_cache.backend.daemon import Daemon
-from libervia_cache.plugin import PubsubCache
-from libervia_cache.storage import SyncState
+from libervia_cache.control import ControlClient
+from libervia_cache.errors import BridgeError
+from libervia_cache.plugin.sync import Outcome
 from libervia_cache.plugin.xml import parse_element
-from tests.conftest import run
-from tests.integration.conftest import server_kinds
-from tests.integration.daemon_helpers import (
-    DaemonProcess,
-    atom_entry,
-    start_daemon_with_profiles,
-    write_config,
-)
+from libervia_cache.storage import SyncState
+from tests.harness.daemon import DaemonProcess, atom_entry, cache_of, write_config
+from tests.integration.conftest import server_kinds, synchronise, synchronised
 from tests.integration.test_events import AppliedEvents
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
@@ -39,15 +34,8 @@ NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner"
 #: the server does not matter to these tests: run them against one kind only
 one_server = pytest.mark.parametrize("xmpp_server", server_kinds()[:1], indirect=True)
 
-
-@pytest.fixture
-def daemon(xmpp_server: XMPPServer, tmp_path: Path) -> Iterator[Daemon]:
-    """One daemon with two profiles, bob and carol."""
-    daemon = run(start_daemon_with_profiles(tmp_path, xmpp_server, ["bob", "carol"]))
-    try:
-        yield daemon
-    finally:
-        run(daemon.stop())
+#: one daemon with two profiles, bob and carol
+pytestmark = pytest.mark.daemon_options(profiles=["bob", "carol"])
 
 
 async def make_node(
@@ -66,8 +54,7 @@ async def server_items(publisher: Publisher, service: JID, node: str) -> list[tu
 async def cached_items(
     daemon: Daemon, profile: str, service: JID, node: str
 ) -> list[tuple[str, str]] | None:
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-    answer = await cache.get_items_from_cache(daemon.get_client(profile), service, node)
+    answer = await cache_of(daemon).get_items_from_cache(daemon.get_client(profile), service, node)
     return None if answer is None else [(i["id"], i.toXml()) for i in answer[0]]
 
 
@@ -81,10 +68,10 @@ async def test_two_profiles_caching_one_node_each_see_only_their_own_cache(
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     await make_node(publisher, service, node, 6)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-    assert cache.store is not None
-    bob_node = await cache.synchronise(daemon.get_client("bob"), service, node)
-    carol_node = await cache.synchronise(daemon.get_client("carol"), service, node)
+    cache = cache_of(daemon)
+    store = cache.store_access.require()
+    bob_node = await synchronised(daemon, service, node, "bob")
+    carol_node = await synchronised(daemon, service, node, "carol")
     assert bob_node.id != carol_node.id
     assert (bob_node.profile, carol_node.profile) == ("bob", "carol")
     expected = await server_items(publisher, service, node)
@@ -92,7 +79,7 @@ async def test_two_profiles_caching_one_node_each_see_only_their_own_cache(
     assert await cached_items(daemon, "carol", service, node) == expected
 
     # what one profile's cache holds (here an item only bob's holds) is never the other's
-    await cache.store.cache_items(
+    await store.cache_items(
         bob_node.id,
         [("bob-only", "<item xmlns='http://jabber.org/protocol/pubsub' id='bob-only'/>", None)],
         where="newest",
@@ -103,7 +90,7 @@ async def test_two_profiles_caching_one_node_each_see_only_their_own_cache(
     items, metadata = await daemon.xep_0060.get_items(daemon.get_client("carol"), service, node)
     assert metadata["cached"] is True
     assert [(i["id"], i.toXml()) for i in items] == expected
-    found = await cache.search({"profiles": ["carol"], "nodes": [node]})
+    found = await cache.management.search({"profiles": ["carol"], "nodes": [node]})
     assert sorted(r["item_id"] for r in found) == sorted(i for i, __ in expected)
 
 
@@ -114,25 +101,25 @@ async def test_a_purge_filtered_on_one_profile_leaves_the_other_profile_cache_in
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     ids = await make_node(publisher, service, node, 5)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-    assert cache.store is not None
+    cache = cache_of(daemon)
+    store = cache.store_access.require()
     for profile in ("bob", "carol"):
-        await cache.synchronise(daemon.get_client(profile), service, node)
+        await synchronised(daemon, service, node, profile)
     expected = await server_items(publisher, service, node)
 
-    assert await cache.purge({"profiles": ["bob"]}) == len(ids)
-    bob_node = await cache.store.get_node("bob", service.full(), node)
-    carol_node = await cache.store.get_node("carol", service.full(), node)
+    assert await cache.management.purge({"profiles": ["bob"]}) == len(ids)
+    bob_node = await store.get_node("bob", service.full(), node)
+    carol_node = await store.get_node("carol", service.full(), node)
     assert bob_node is not None and carol_node is not None
-    assert await cache.store.count_items(bob_node.id) == 0
+    assert await store.count_items(bob_node.id) == 0
     assert bob_node.sync_state is not SyncState.COMPLETED
     assert await cached_items(daemon, "bob", service, node) is None
-    assert await cache.store.count_items(carol_node.id) == len(ids)
+    assert await store.count_items(carol_node.id) == len(ids)
     assert carol_node.sync_state is SyncState.COMPLETED
     assert await cached_items(daemon, "carol", service, node) == expected
 
     # the same through the bridge, the other way round
-    await cache.synchronise(daemon.get_client("bob"), service, node)
+    await synchronised(daemon, service, node, "bob")
     result = await daemon.bridge.dispatch("ps_cache_purge", {"filters": {"profiles": ["carol"]}})
     assert result == {"purged": len(ids)}
     assert await cached_items(daemon, "carol", service, node) is None
@@ -174,10 +161,10 @@ async def test_a_node_carol_may_not_read_is_never_answered_from_bob_cache(
     await make_node(publisher, service, node, 4, access_model="whitelist")
     # every server here takes a member affiliation set by the owner
     assert await set_affiliation(publisher, service, node, xmpp_server.jid("bob"), "member") is None
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-    assert cache.store is not None
+    cache = cache_of(daemon)
+    store = cache.store_access.require()
     bob, carol = daemon.get_client("bob"), daemon.get_client("carol")
-    await cache.synchronise(bob, service, node)
+    await synchronised(daemon, service, node, "bob")
     expected = await server_items(publisher, service, node)
     items, metadata = await daemon.xep_0060.get_items(bob, service, node)
     assert metadata["cached"] is True and [(i["id"], i.toXml()) for i in items] == expected
@@ -190,7 +177,7 @@ async def test_a_node_carol_may_not_read_is_never_answered_from_bob_cache(
     with pytest.raises(StanzaError):
         await daemon.xep_0060.get_items(carol, service, node, item_ids=[expected[0][0]])
     assert cache.counters.hits == hits
-    assert await cache.store.get_node("carol", service.full(), node) is None
+    assert await store.get_node("carol", service.full(), node) is None
     assert await cached_items(daemon, "carol", service, node) is None
     # and through the bridge: the server's refusal, never bob's items
     with pytest.raises(BridgeError) as bridge_refused:
@@ -204,9 +191,9 @@ async def test_a_node_carol_may_not_read_is_never_answered_from_bob_cache(
         )
     assert not_cached.value.kind == "not_cached"
     # an explicit sync by carol fails and leaves nothing served either
-    with pytest.raises(Exception):  # noqa: B017 (the server's refusal, or SyncError)
-        await cache.synchronise(carol, service, node)
-    carol_node = await cache.store.get_node("carol", service.full(), node)
+    sync = await synchronise(daemon, service, node, "carol")
+    assert sync.outcome is not Outcome.COMPLETED and sync.error is not None, sync.outcome
+    carol_node = await store.get_node("carol", service.full(), node)
     assert carol_node is None or carol_node.sync_state is not SyncState.COMPLETED
     with pytest.raises(StanzaError):
         await daemon.xep_0060.get_items(carol, service, node)
@@ -236,10 +223,10 @@ async def test_events_from_another_sender_or_for_untracked_nodes_change_nothing(
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     ids = await make_node(publisher, service, node, 4)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-    assert cache.store is not None
+    cache = cache_of(daemon)
+    store = cache.store_access.require()
     bob = daemon.get_client("bob")
-    await cache.synchronise(bob, service, node)
+    await synchronised(daemon, service, node)
     applied = AppliedEvents(daemon)
     untracked = fresh_node(MICROBLOG)
     forged = [
@@ -261,10 +248,10 @@ async def test_events_from_another_sender_or_for_untracked_nodes_change_nothing(
     expected = await server_items(publisher, service, node)
     assert [i for i, __ in expected] == [*ids, "real"]
     assert await cached_items(daemon, "bob", service, node) == expected
-    assert await cache.store.get_node("bob", service.full(), untracked) is None
+    assert await store.get_node("bob", service.full(), untracked) is None
     for other in (xmpp_server.jid("mallory"), xmpp_server.domain, xmpp_server.jid("bob")):
-        assert await cache.store.get_node("bob", other, node) is None
-    assert await cache.search({"fts": "forged"}) == []
+        assert await store.get_node("bob", other, node) is None
+    assert await cache.management.search({"fts": "forged"}) == []
 
 
 # --- owner-only files ----------------------------------------------------------------------
@@ -292,7 +279,7 @@ def test_database_and_control_socket_are_created_owner_only_even_under_a_lax_uma
     finally:
         os.umask(previous)
     try:
-        assert BridgeClient(socket).call("ping") == "pong"
+        assert ControlClient(socket).call("ping") == "pong"
         assert stat.S_ISSOCK(socket.stat().st_mode)
         assert mode(socket) == 0o600
         assert mode(socket.parent) == 0o700

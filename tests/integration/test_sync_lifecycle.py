@@ -3,8 +3,7 @@ restarts, the per-node limit, write-back of nodes that are not synchronised."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,25 +14,17 @@ from tx_xmpp import pubsub, rsm
 
 from libervia_cache.backend.daemon import Daemon
 from libervia_cache.hostapi import ConfigurationEvent
-from libervia_cache.plugin import PubsubCache
 from libervia_cache.storage import SyncState
-from tests.conftest import run
-from tests.integration.daemon_helpers import atom_entry, start_daemon
+from tests.harness.daemon import atom_entry, cache_of, sync_of, synced
+from tests.integration.conftest import DaemonFactory, synchronised
 from tests.integration.test_events import AppliedEvents
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 
 MICROBLOG = "urn:xmpp:microblog:0"
 
-
-@pytest.fixture
-def daemon(xmpp_server: XMPPServer, tmp_path: Path) -> Iterator[Daemon]:
-    daemon = run(start_daemon(tmp_path, xmpp_server))
-    daemon.plugins["PUBSUB_CACHE"].sync_page_size = 5
-    try:
-        yield daemon
-    finally:
-        run(daemon.stop())
+#: small pages: a node of a dozen items takes several
+pytestmark = pytest.mark.daemon_options(sync_page_size=5)
 
 
 class PageGate:
@@ -83,8 +74,8 @@ async def make_node(
 async def assert_cache_equals_server(
     daemon: Daemon, publisher: Publisher, service: JID, node: str
 ) -> None:
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-    node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
+    cache = cache_of(daemon)
+    node_info = await cache.store_access.require().get_node("bob", service.full(), node)
     assert node_info is not None and node_info.sync_state is SyncState.COMPLETED
     answer = await cache.get_items_from_cache(daemon.get_client("bob"), service, node)
     assert answer is not None
@@ -98,7 +89,7 @@ async def test_a_hundred_concurrent_reads_start_one_sync_and_all_get_answers(
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     ids = await make_node(publisher, service, node, 12)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    cache = cache_of(daemon)
     client = daemon.get_client("bob")
     answers = await defer.gatherResults(
         [daemon.xep_0060.get_items(client, service, node) for __ in range(100)],
@@ -106,9 +97,7 @@ async def test_a_hundred_concurrent_reads_start_one_sync_and_all_get_answers(
     )
     assert all([i["id"] for i in items] == ids for items, __ in answers)
     assert cache.counters.syncs_started == 1
-    sync = cache.running_sync("bob", service, node)
-    if sync is not None:
-        await sync
+    await synced(daemon, service, node)
     await assert_cache_equals_server(daemon, publisher, service, node)
 
 
@@ -118,10 +107,9 @@ async def test_events_during_a_sync_win_over_older_pages(
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     ids = await make_node(publisher, service, node, 18)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
     applied = AppliedEvents(daemon)
     gate = PageGate(daemon, at=1)
-    sync = defer.Deferred.fromCoroutine(cache.synchronise(daemon.get_client("bob"), service, node))
+    sync = defer.Deferred.fromCoroutine(synchronised(daemon, service, node))
     await gate.reached  # the newest page is fetched, not stored; bob is subscribed
     # an old item the sync has not stored yet is retracted, a stored-to-be one changes,
     # a new one arrives
@@ -142,12 +130,14 @@ async def test_a_purge_during_a_sync_restarts_it(
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     await make_node(publisher, service, node, 12)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    cache = cache_of(daemon)
     applied = AppliedEvents(daemon)
     gate = PageGate(daemon, at=1)
-    cache.start_sync(
+    cache.syncs.start(
         daemon.get_client("bob"),
-        await cache.store.get_or_create_node("bob", service.full(), node, analyser="microblog"),  # type: ignore[union-attr]
+        await cache.store_access.require().get_or_create_node(
+            "bob", service.full(), node, analyser="microblog"
+        ),
     )
     await gate.reached
     await publisher.purge(service, node)
@@ -156,9 +146,7 @@ async def test_a_purge_during_a_sync_restarts_it(
     waiting = applied.wait_for_items(node, ["after"], "the publication after the purge")
     await publisher.publish(service, node, [("after", atom_entry("after", "after"))])
     await waiting
-    restarted = cache.running_sync("bob", service, node)
-    if restarted is not None:
-        await restarted
+    await synced(daemon, service, node)
     gate.remove()
     await assert_cache_equals_server(daemon, publisher, service, node)
     # the first sync, cancelled, wrote nothing after the purge
@@ -171,7 +159,8 @@ async def test_a_failed_sync_sets_error_keeps_nothing_and_is_retried_only_on_dem
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     await make_node(publisher, service, node, 12)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    cache = cache_of(daemon)
+    store = cache.store_access.require()
     client = daemon.get_client("bob")
     # the first page is stored, the second fails (Prosody: the only page fails)
     gate = PageGate(
@@ -181,18 +170,20 @@ async def test_a_failed_sync_sets_error_keeps_nothing_and_is_retried_only_on_dem
     )
     __, metadata = await daemon.xep_0060.get_items(client, service, node)
     assert metadata["cached"] is False
-    await cache.running_sync("bob", service, node)  # type: ignore[misc]
+    sync = sync_of(daemon, service, node)
+    assert sync is not None
+    await sync.wait()
     gate.remove()
-    node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
+    node_info = await store.get_node("bob", service.full(), node)
     assert node_info is not None and node_info.sync_state is SyncState.ERROR
-    assert await cache.store.count_items(node_info.id) == 0  # type: ignore[union-attr]
+    assert await store.count_items(node_info.id) == 0
     # reads go on from the network, and do not retry the sync
     __, metadata = await daemon.xep_0060.get_items(client, service, node)
     assert metadata["cached"] is False
-    assert cache.running_sync("bob", service, node) is None
+    assert sync_of(daemon, service, node) is None
     assert cache.counters.syncs_started == 1
     # an explicit sync does
-    await cache.synchronise(client, service, node)
+    await synchronised(daemon, service, node)
     await assert_cache_equals_server(daemon, publisher, service, node)
 
 
@@ -202,76 +193,74 @@ async def test_a_sync_cut_by_a_lost_connection_is_redone_on_the_next_read(
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     await make_node(publisher, service, node, 12)
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    store = cache_of(daemon).store_access.require()
     client = daemon.get_client("bob")
     gate = PageGate(daemon, at=1, fail_with=error.ConnectionLost())
     await daemon.xep_0060.get_items(client, service, node)
-    await cache.running_sync("bob", service, node)  # type: ignore[misc]
+    sync = sync_of(daemon, service, node)
+    assert sync is not None
+    await sync.wait()
     gate.remove()
-    node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
+    node_info = await store.get_node("bob", service.full(), node)
     assert node_info is not None and node_info.sync_state is None
     await daemon.xep_0060.get_items(client, service, node)
-    await cache.running_sync("bob", service, node)  # type: ignore[misc]
+    sync = sync_of(daemon, service, node)
+    assert sync is not None
+    await sync.wait()
     await assert_cache_equals_server(daemon, publisher, service, node)
 
 
 async def test_a_sync_left_in_progress_by_a_crash_is_redone_at_start(
-    xmpp_server: XMPPServer, publisher: Publisher, tmp_path: Path, fresh_node: Callable[..., str]
+    make_daemon: DaemonFactory,
+    xmpp_server: XMPPServer,
+    publisher: Publisher,
+    fresh_node: Callable[..., str],
 ) -> None:
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     await make_node(publisher, service, node, 7)
-    first = await start_daemon(tmp_path, xmpp_server)
-    store = first.plugins["PUBSUB_CACHE"].store
+    first = await make_daemon()
+    store = cache_of(first).store_access.require()
     node_info = await store.get_or_create_node("bob", service.full(), node, analyser="microblog")
     await store.cache_items(
         node_info.id, [("i00", "<item xmlns='http://jabber.org/protocol/pubsub' id='i00'/>", None)]
     )
     await store.update_node(node_info.id, sync_state=SyncState.IN_PROGRESS)
-    await first.stop()
+    await make_daemon.stop(first)
 
-    second = await start_daemon(tmp_path, xmpp_server)
-    try:
-        cache: PubsubCache = second.plugins["PUBSUB_CACHE"]
-        sync = cache.running_sync("bob", service, node)
-        assert sync is not None, "the half-done sync is started again"
-        # while it runs, the partial node is never served
-        assert await cache.get_items_from_cache(second.get_client("bob"), service, node) is None
-        await sync
-        await assert_cache_equals_server(second, publisher, service, node)
-    finally:
-        await second.stop()
+    second = await make_daemon()
+    cache = cache_of(second)
+    sync = sync_of(second, service, node)
+    assert sync is not None, "the half-done sync is started again"
+    # while it runs, the partial node is never served
+    assert await cache.get_items_from_cache(second.get_client("bob"), service, node) is None
+    await sync.wait()
+    await assert_cache_equals_server(second, publisher, service, node)
 
 
+@pytest.mark.daemon_options(sync_page_size=5, cache_limit=8)
 async def test_a_node_over_the_limit_keeps_its_newest_items_and_serves_only_what_they_answer(
-    xmpp_server: XMPPServer, publisher: Publisher, tmp_path: Path, fresh_node: Callable[..., str]
+    daemon: Daemon, publisher: Publisher, xmpp_server: XMPPServer, fresh_node: Callable[..., str]
 ) -> None:
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node(MICROBLOG)
     ids = await make_node(publisher, service, node, 13)
-    daemon = await start_daemon(tmp_path, xmpp_server, cache_limit=8)
-    try:
-        cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-        cache.sync_page_size = 5
-        client = daemon.get_client("bob")
-        await cache.synchronise(client, service, node)
-        node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
-        assert node_info.extra.get("truncated") is True  # type: ignore[union-attr]
-        assert await cache.store.count_items(node_info.id) == 8  # type: ignore[union-attr]
-        items, metadata = await daemon.xep_0060.get_items(client, service, node, max_items=5)
-        assert metadata["cached"] is True and [i["id"] for i in items] == ids[-5:]
-        items, metadata = await daemon.xep_0060.get_items(client, service, node, item_ids=ids[-2:])
-        assert metadata["cached"] is True
-        for request in (
-            {},
-            {"max_items": 10},
-            {"item_ids": [ids[0]]},
-            {"rsm_request": rsm.RSMRequest(max_=3)},
-        ):
-            items, metadata = await daemon.xep_0060.get_items(client, service, node, **request)
-            assert metadata["cached"] is False, request
-    finally:
-        await daemon.stop()
+    client = daemon.get_client("bob")
+    node_info = await synchronised(daemon, service, node)
+    assert node_info.extra.get("truncated") is True
+    assert await cache_of(daemon).store_access.require().count_items(node_info.id) == 8
+    items, metadata = await daemon.xep_0060.get_items(client, service, node, max_items=5)
+    assert metadata["cached"] is True and [i["id"] for i in items] == ids[-5:]
+    items, metadata = await daemon.xep_0060.get_items(client, service, node, item_ids=ids[-2:])
+    assert metadata["cached"] is True
+    for request in (
+        {},
+        {"max_items": 10},
+        {"item_ids": [ids[0]]},
+        {"rsm_request": rsm.RSMRequest(max_=3)},
+    ):
+        items, metadata = await daemon.xep_0060.get_items(client, service, node, **request)
+        assert metadata["cached"] is False, request
 
 
 async def test_nodes_not_to_sync_are_written_back_for_search_but_never_served(
@@ -279,7 +268,7 @@ async def test_nodes_not_to_sync_are_written_back_for_search_but_never_served(
 ) -> None:
     service = JID(xmpp_server.pubsub_service)
     node = fresh_node("urn:test:notes")
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    cache = cache_of(daemon)
     cache.register_analyser(
         {
             "name": "notes",
@@ -296,40 +285,38 @@ async def test_nodes_not_to_sync_are_written_back_for_search_but_never_served(
     for __ in range(2):
         items, metadata = await daemon.xep_0060.get_items(client, service, node)
         assert metadata["cached"] is False and [i["id"] for i in items] == ["n1"]
-    assert cache.running_sync("bob", service, node) is None
-    found = await cache.search({"fts": "milk"})
+    assert sync_of(daemon, service, node) is None
+    found = await cache.management.search({"fts": "milk"})
     assert [(r["node"], r["item_id"]) for r in found] == [(node, "n1")]
     assert found[0]["parsed"] == {"text": "remember the milk"}
 
 
 async def test_changes_made_while_the_daemon_was_stopped_are_caught_up_at_start(
-    xmpp_server: XMPPServer, publisher: Publisher, tmp_path: Path, fresh_node: Callable[..., str]
+    make_daemon: DaemonFactory,
+    xmpp_server: XMPPServer,
+    publisher: Publisher,
+    fresh_node: Callable[..., str],
 ) -> None:
     service = JID(xmpp_server.pubsub_service)
     changed, unchanged = fresh_node(MICROBLOG), fresh_node(MICROBLOG)
     await make_node(publisher, service, changed, 6)
     await make_node(publisher, service, unchanged, 4)
-    first = await start_daemon(tmp_path, xmpp_server)
+    first = await make_daemon()
     for node in (changed, unchanged):
-        await first.plugins["PUBSUB_CACHE"].synchronise(first.get_client("bob"), service, node)
-    await first.stop()
+        await synchronised(first, service, node)
+    await make_daemon.stop(first)
     # while no daemon listens: a publication and a retraction nobody tells the cache of
     await publisher.publish(service, changed, [("late", atom_entry("late", "late"))])
     await publisher.retract(service, changed, ["i01"], notify=True)
 
-    second = await start_daemon(tmp_path, xmpp_server)
-    try:
-        cache: PubsubCache = second.plugins["PUBSUB_CACHE"]
-        await cache.freshness_checks
-        assert cache.running_sync("bob", service, unchanged) is None
-        sync = cache.running_sync("bob", service, changed)
-        if sync is not None:
-            await sync
-        assert cache.counters.syncs_started == 1
-        for node in (changed, unchanged):
-            await assert_cache_equals_server(second, publisher, service, node)
-    finally:
-        await second.stop()
+    second = await make_daemon()
+    cache = cache_of(second)
+    await cache.freshness.checks
+    assert sync_of(second, service, unchanged) is None
+    await synced(second, service, changed)
+    assert cache.counters.syncs_started == 1
+    for node in (changed, unchanged):
+        await assert_cache_equals_server(second, publisher, service, node)
 
 
 async def test_a_configuration_change_resynchronises_where_the_server_notifies_it(
@@ -341,9 +328,9 @@ async def test_a_configuration_change_resynchronises_where_the_server_notifies_i
         service, node, {"pubsub#access_model": "open", "pubsub#notify_config": "1"}
     )
     await publisher.publish(service, node, [(f"i{n}", atom_entry(f"i{n}", "x")) for n in range(6)])
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
+    cache = cache_of(daemon)
     applied = AppliedEvents(daemon)
-    await cache.synchronise(daemon.get_client("bob"), service, node)
+    await synchronised(daemon, service, node)
     try:
         await publisher.configure(service, node, {"pubsub#max_items": "3"})
     except StanzaError as error:
@@ -359,13 +346,11 @@ async def test_a_configuration_change_resynchronises_where_the_server_notifies_i
     configuration_events = applied.count(node, ConfigurationEvent)
     if configuration_events:
         assert cache.counters.syncs_started == 2, "a lower max_items resynchronises the node"
-        sync = cache.running_sync("bob", service, node)
-        if sync is not None:
-            await sync
+        await synced(daemon, service, node)
     else:
         # Prosody drops the oldest items without any notification: the cache cannot
         # know until the node is checked (at reconnection) or synchronised on demand
         assert xmpp_server.kind == "prosody", f"{xmpp_server.kind} notifies configuration"
         assert cache.counters.syncs_started == 1
-        await cache.synchronise(daemon.get_client("bob"), service, node)
+        await synchronised(daemon, service, node)
     await assert_cache_equals_server(daemon, publisher, service, node)

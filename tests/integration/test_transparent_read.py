@@ -3,36 +3,20 @@ read is then answered from the cache with the same items in the same order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from twisted.words.protocols.jabber.jid import JID
 from tx_xmpp import rsm
 
-from libervia_cache.backend.config import load_config
 from libervia_cache.backend.daemon import Daemon
-from libervia_cache.plugin import PubsubCache
 from libervia_cache.storage import SyncState
-from tests.conftest import run
-from tests.integration.daemon_helpers import atom_entry, write_config
+from tests.harness.daemon import atom_entry, cache_of, sync_of
+from tests.integration.conftest import synchronised
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 
 MICROBLOG = "urn:xmpp:microblog:0"
-
-
-@pytest.fixture
-def daemon(xmpp_server: XMPPServer, tmp_path: Path) -> Iterator[Daemon]:
-    """The reference daemon, in-process, with bob's profile connected."""
-    config = load_config(write_config(tmp_path, xmpp_server, profiles=["bob"]))
-    daemon = Daemon(config)
-    run(daemon.start())
-    try:
-        assert "bob" in daemon.clients, "bob could not connect"
-        yield daemon
-    finally:
-        run(daemon.stop())
 
 
 def ids(items: list) -> list[str]:
@@ -64,16 +48,15 @@ async def test_a_synced_node_is_answered_from_the_cache_with_the_same_items(
     published = await publish_blog(publisher, service, node, 30)
     client = daemon.get_client("bob")
     xep_0060 = daemon.xep_0060
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
 
     items, metadata = await xep_0060.get_items(client, service, node)
     assert metadata["cached"] is False
     assert ids(items) == published
 
-    sync = cache.running_sync(client.profile, service, node)
+    sync = sync_of(daemon, service, node)
     assert sync is not None, "reading an unknown microblog node starts its synchronisation"
-    await sync
-    node_info = await cache.store.get_node("bob", service.full(), node)  # type: ignore[union-attr]
+    await sync.wait()
+    node_info = await cache_of(daemon).store_access.require().get_node("bob", service.full(), node)
     assert node_info is not None and node_info.sync_state is SyncState.COMPLETED
 
     cached_items, cached_metadata = await xep_0060.get_items(client, service, node)
@@ -99,8 +82,7 @@ async def test_rsm_pages_from_the_cache_carry_count_and_index(
     node = fresh_node(MICROBLOG)
     published = await publish_blog(publisher, service, node, 25)
     client = daemon.get_client("bob")
-    cache: PubsubCache = daemon.plugins["PUBSUB_CACHE"]
-    await cache.synchronise(client, service, node)
+    await synchronised(daemon, service, node)
 
     first, metadata = await daemon.xep_0060.get_items(
         client, service, node, rsm_request=rsm.RSMRequest(max_=10)
@@ -120,23 +102,18 @@ async def test_rsm_pages_from_the_cache_carry_count_and_index(
     assert metadata["rsm"]["index"] == 15 and metadata["complete"] is True
 
 
+@pytest.mark.daemon_options(strategy="no_cache")
 async def test_no_cache_strategy_always_asks_the_network(
+    daemon: Daemon,
     xmpp_server: XMPPServer,
     publisher: Publisher,
-    tmp_path: Path,
     fresh_node: Callable[..., str],
 ) -> None:
-    config = load_config(write_config(tmp_path, xmpp_server, profiles=["bob"], strategy="no_cache"))
-    daemon = Daemon(config)
-    await daemon.start()
-    try:
-        service = JID(xmpp_server.pubsub_service)
-        node = fresh_node(MICROBLOG)
-        await publish_blog(publisher, service, node, 3)
-        client = daemon.get_client("bob")
-        for __ in range(2):
-            __, metadata = await daemon.xep_0060.get_items(client, service, node)
-            assert metadata["cached"] is False
-        assert daemon.plugins["PUBSUB_CACHE"].running_sync("bob", service, node) is None
-    finally:
-        await daemon.stop()
+    service = JID(xmpp_server.pubsub_service)
+    node = fresh_node(MICROBLOG)
+    await publish_blog(publisher, service, node, 3)
+    client = daemon.get_client("bob")
+    for __ in range(2):
+        __, metadata = await daemon.xep_0060.get_items(client, service, node)
+        assert metadata["cached"] is False
+    assert sync_of(daemon, service, node) is None
