@@ -25,8 +25,8 @@ asyncioreactor.install(_loop)
 
 from twisted.internet import defer, reactor  # noqa: E402
 
-from libervia_cache.backend.bridge import BridgeClient  # noqa: E402
-from tests.integration.daemon_helpers import DaemonProcess, atom_entry, write_config  # noqa: E402
+from libervia_cache.control import ControlClient  # noqa: E402
+from tests.harness.daemon import DaemonProcess, atom_entry, write_config  # noqa: E402
 from tests.servers.ejabberd import EjabberdServer  # noqa: E402
 from tests.servers.publisher import connect_publisher  # noqa: E402
 
@@ -86,7 +86,7 @@ def main() -> int:
         print(f"publishing {args.items} microblog items as alice ...", flush=True)
         run(publish())
 
-        bridge = BridgeClient(directory / "daemon.sock")
+        bridge = ControlClient(directory / "daemon.sock")
         request = {"service": server.pubsub_service, "node": NODE, "rsm": {"max": 20}}
 
         def read(use_cache: bool) -> dict[str, Any]:

@@ -27,10 +27,10 @@ async def profile(reps: int, html: Path | None) -> None:
     from twisted.words.protocols.jabber.jid import JID
     from tx_xmpp import rsm
 
-    from bench.run import MICROBLOG, fill_node
-    from libervia_cache.plugin import cache_metadata
+    from bench.run import MICROBLOG, fill_node, synchronise
+    from libervia_cache.hostapi import answer_metadata
     from libervia_cache.plugin.xml import parse_element
-    from tests.integration.daemon_helpers import start_daemon
+    from tests.harness.daemon import start_daemon
     from tests.servers.ejabberd import EjabberdServer
     from tests.servers.publisher import connect_publisher
 
@@ -47,8 +47,8 @@ async def profile(reps: int, html: Path | None) -> None:
                 client = daemon.clients["bob"]
                 cache = daemon.plugins["PUBSUB_CACHE"]
                 service_jid = JID(service)
-                node_info = await cache.synchronise(client, service_jid, node)
-                store = cache.store
+                node_info = await synchronise(daemon, client, service_jid, node)
+                store = cache.store_access.require()
                 xep_0060 = daemon.xep_0060
                 page = await store.get_items(node_info.id, rsm_max=PAGE)
                 raws = page.items
@@ -75,7 +75,7 @@ async def profile(reps: int, html: Path | None) -> None:
 
                 async def from_cache() -> Any:
                     return await cache.get_items_from_cache(
-                        client, service_jid, node, rsm_request=request(), node_info=node_info
+                        client, service_jid, node, rsm_request=request()
                     )
 
                 async def get_node() -> Any:
@@ -88,7 +88,15 @@ async def profile(reps: int, html: Path | None) -> None:
                     return [parse_element(raw) for raw in raws]
 
                 async def metadata() -> Any:
-                    return cache_metadata(service_jid, node, page, True)
+                    rsm_data = {
+                        "first": page.first,
+                        "last": page.last,
+                        "index": page.index,
+                        "count": page.count,
+                    }
+                    return answer_metadata(
+                        service_jid, node, len(page.items), request(), rsm_data, cached=True
+                    )
 
                 async def rsm_object() -> Any:
                     return request()
@@ -97,11 +105,11 @@ async def profile(reps: int, html: Path | None) -> None:
                     "xep_0060.get_items (whole P1 path)": full,
                     "trigger.async_return_point": trigger_point,
                     "PubsubCache._get_items_trigger": plugin_trigger,
-                    "PubsubCache.get_items_from_cache (node_info given)": from_cache,
+                    "PubsubCache.get_items_from_cache": from_cache,
                     "Store.get_node (aiosqlite, SQLAlchemy Core)": get_node,
                     "Store.get_items (lean sqlite3 page read)": get_page,
                     "parse_element x20 (domish)": parse,
-                    "cache_metadata": metadata,
+                    "hostapi.answer_metadata": metadata,
                     "RSMRequest()": rsm_object,
                 }
                 samples: dict[str, list[float]] = {name: [] for name in layers}
@@ -152,8 +160,8 @@ async def prototypes(
     from twisted.words.xish import domish
     from tx_xmpp import pubsub
 
-    from libervia_cache.storage import store as store_module
     from libervia_cache.plugin.xml import parse_element
+    from libervia_cache.storage import store as store_module
 
     nodes = store_module.nodes
     statement = select(*store_module._NODE_COLUMNS).where(

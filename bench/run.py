@@ -28,7 +28,7 @@ from bench import common
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
-ALL_IDS = ("P1", "P1L", "P1b", "P2", "P3", "P4", "P5", "P6", "CLI")
+ALL_IDS = ("P1", "P1L", "P1b", "P1s", "P2", "P3", "P4", "P5", "P6", "CLI")
 MICROBLOG = "urn:xmpp:microblog:0"
 PAGE = 20
 
@@ -58,7 +58,7 @@ class Sizes:
 
 async def fill_node(publisher: Any, service: str, node: str, count: int) -> float:
     """Create ``node`` and publish ``count`` Atom items; return the seconds it took."""
-    from tests.integration.daemon_helpers import atom_entry
+    from tests.harness.daemon import atom_entry
 
     await publisher.create_node(service, node, {"pubsub#send_last_published_item": "never"})
     started = time.perf_counter()
@@ -154,11 +154,27 @@ async def page_figures(
     }
 
 
+async def synchronise(daemon: Any, client: Any, service: Any, node: str) -> Any:
+    """An explicit sync of ``node`` (a running one is followed), waited for; the node as
+    stored then. Raises when it did not complete."""
+    from twisted.words.protocols.jabber.jid import JID
+
+    from libervia_cache.plugin.sync import Outcome
+
+    cache = daemon.plugins["PUBSUB_CACHE"]
+    service_jid = JID(str(service))
+    sync = await cache.management.synchronise(client, service_jid, node)
+    await sync.wait()
+    if sync.outcome is not Outcome.COMPLETED:
+        raise RuntimeError(f"the sync of {node} ended {sync.outcome}: {sync.error}")
+    return await cache.store_access.require().get_node(client.profile, service_jid.full(), node)
+
+
 async def p3_sync_share(daemon: Any, client: Any, service: str, node: str) -> dict[str, Any]:
     """Sync ``node`` from the server, timing the cache side (parse + store) vs the total."""
     from twisted.words.protocols.jabber.jid import JID
 
-    import libervia_cache.sync as sync_module
+    import libervia_cache.plugin.sync as sync_module
     from libervia_cache.storage.store import Store
 
     cache = daemon.plugins["PUBSUB_CACHE"]
@@ -193,13 +209,13 @@ async def p3_sync_share(daemon: Any, client: Any, service: str, node: str) -> di
     daemon.xep_0060.get_items_from_network = timed_network
     try:
         started = time.perf_counter()
-        node_info = await cache.synchronise(client, JID(service), node)
+        node_info = await synchronise(daemon, client, JID(service), node)
         total = time.perf_counter() - started
     finally:
         sync_module.parse_items = original_parse
         Store.cache_items = original_store  # type: ignore[method-assign]
         del daemon.xep_0060.get_items_from_network
-    stored = await cache.store.count_items(node_info.id)
+    stored = await cache.store_access.require().count_items(node_info.id)
     cache_side = spent["parse"] + spent["store"]
     return {
         "value": round(100 * cache_side / total, 1),
@@ -215,7 +231,7 @@ async def p3_sync_share(daemon: Any, client: Any, service: str, node: str) -> di
             "other_seconds": round(total - cache_side - spent["network"], 2),
             "items_per_second": round(stored / total),
             "how": "parse_items and Store.cache_items wrapped with timers during "
-            "PubsubCache.synchronise; network = XEP-0060 get_items_from_network "
+            "an explicit sync (management.synchronise); network = XEP-0060 get_items_from_network "
             "(request, server time, stanza parse)",
         },
     }
@@ -236,9 +252,8 @@ async def p6_concurrency(
     from tx_xmpp import rsm
 
     from libervia_cache.plugin import EVENT_APPLIED_POINT
-    from tests.integration.daemon_helpers import atom_entry
+    from tests.harness.daemon import atom_entry
 
-    cache = daemon.plugins["PUBSUB_CACHE"]
     service_jid = JID(service)
     applied = {"events": 0}
 
@@ -246,7 +261,7 @@ async def p6_concurrency(
         applied["events"] += 1
 
     daemon.trigger.add(EVENT_APPLIED_POINT, on_applied)
-    sync_d = defer.Deferred.fromCoroutine(cache.synchronise(client, service_jid, sync_node))
+    sync_d = defer.Deferred.fromCoroutine(synchronise(daemon, client, service_jid, sync_node))
     sync_done = {"done": False}
     sync_d.addBoth(lambda r: sync_done.update(done=True) or r)
     rng = random.Random(6)
@@ -337,7 +352,7 @@ async def real_server_part(
     """P1, P1L, P3 and P6 with the daemon in-process; returns results and node names."""
     from twisted.words.protocols.jabber.jid import JID
 
-    from tests.integration.daemon_helpers import start_daemon
+    from tests.harness.daemon import start_daemon
     from tests.servers.publisher import connect_publisher
 
     service = server.pubsub_service
@@ -367,9 +382,8 @@ async def real_server_part(
 
     daemon = await start_daemon(directory, server, cache_limit=max(20_000, sizes.sync + 1000))
     client = daemon.clients["bob"]
-    cache = daemon.plugins["PUBSUB_CACHE"]
     try:
-        await cache.synchronise(client, JID(service), nodes["small"])
+        await synchronise(daemon, client, JID(service), nodes["small"])
         if "P1" in wanted:
             log("P1: 20-item page of a 50-item node, cache vs ejabberd")
             figures = await page_figures(
@@ -390,7 +404,7 @@ async def real_server_part(
             results["P1"]["detail"]["server"] = "ejabberd (real, loopback)"
         if "P1L" in wanted:
             log(f"P1L: syncing the {sizes.large}-item node")
-            await cache.synchronise(client, JID(service), nodes["large"])
+            await synchronise(daemon, client, JID(service), nodes["large"])
             log("P1L: 20-item page of the large node, cache vs ejabberd")
             figures = await page_figures(
                 daemon,
@@ -428,7 +442,7 @@ async def real_server_part(
 def p1b_cli(server: Any, directory: Path, node: str, sizes: Sizes) -> dict[str, Any]:
     """``get --json`` through the CLI, cache vs network; and the bridge call alone."""
     from libervia_cache.control import ControlClient
-    from tests.integration.daemon_helpers import DaemonProcess, write_config
+    from tests.harness.daemon import DaemonProcess, write_config
 
     service = server.pubsub_service
     daemon = DaemonProcess(write_config(directory, server, profiles=["bob"], cache_limit=20_000))
@@ -654,7 +668,7 @@ def main() -> None:
     if "CLI" in wanted:  # first: before the servers load the machine
         log("CLI: start-up of libervia-cache vs python -c 'import click'")
         results["CLI"] = cli_startup(sizes)
-    if wanted & {"P1", "P1L", "P1b", "P3", "P6"}:
+    if wanted & {"P1", "P1L", "P1b", "P1s", "P3", "P6"}:
         missing = EjabberdServer.missing_binaries()
         if missing:
             sys.exit(
@@ -673,6 +687,12 @@ def main() -> None:
                 if "P1b" in wanted:
                     log("P1b: get --json through the CLI and the daemon process")
                     results["P1b"] = p1b_cli(server, process, nodes["small"], sizes)
+                if "P1s" in wanted:
+                    from bench.p1s_socket import p1s_figures
+
+                    log("P1s: ps_items_get over the control socket, cached vs ejabberd")
+                    (Path(tmp) / "p1s").mkdir()
+                    results["P1s"] = p1s_figures(server, Path(tmp) / "p1s", nodes["small"], sizes)
         finally:
             server.stop()
             common.shutdown()
