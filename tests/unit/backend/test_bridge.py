@@ -1,4 +1,4 @@
-"""The control socket: wire protocol, errors, concurrency, permissions, and the client."""
+"""The control socket: wire protocol, errors, concurrency, limits, permissions, the client."""
 
 from __future__ import annotations
 
@@ -19,8 +19,18 @@ import pytest
 from twisted.internet import defer, reactor, task, threads
 from twisted.python.threadpool import ThreadPool
 
-from libervia_cache.backend.bridge import AlreadyRunning, Bridge
+from libervia_cache.backend.bridge import (
+    MAX_HELD_INPUT,
+    MAX_REQUESTS,
+    MAX_REQUESTS_PER_CONNECTION,
+    MAX_UNREAD_OUTPUT_PER_CONNECTION,
+    AlreadyRunning,
+    Bridge,
+    Limits,
+    Usage,
+)
 from libervia_cache.control import MAX_LINE_LENGTH, ControlClient
+from libervia_cache.control.protocol import MAX_REPLY_LENGTH
 from libervia_cache.errors import KINDS, BridgeError, DaemonUnreachable, exit_code
 from tests.conftest import run
 
@@ -51,6 +61,7 @@ class Calls:
 
     def __init__(self) -> None:
         self.finished: list[str] = []
+        self.gates: list[defer.Deferred[None]] = []
 
     def echo(self, text: str, times: int = 1) -> str:
         return text * times
@@ -78,6 +89,23 @@ class Calls:
     def not_json(self) -> object:
         return object()
 
+    def gate(self, n: int = 0, padding: str = "") -> defer.Deferred[int]:
+        """Answers ``n`` when the test opens its gate (``open_gates``)."""
+        gate: defer.Deferred[None] = defer.Deferred()
+        self.gates.append(gate)
+        return gate.addCallback(lambda _: n)
+
+    def open_gates(self, count: int | None = None) -> int:
+        """Let the first ``count`` (all) waiting gate calls answer; how many were let."""
+        opened = self.gates[:count] if count is not None else list(self.gates)
+        del self.gates[: len(opened)]
+        for gate in opened:
+            gate.callback(None)
+        return len(opened)
+
+
+METHODS = ("echo", "slow", "deferred", "with_progress", "not_found", "crash", "not_json", "gate")
+
 
 @pytest.fixture
 def socket_dir() -> Iterator[Path]:
@@ -93,9 +121,15 @@ def calls() -> Calls:
 
 
 @pytest.fixture
-def bridge(socket_dir: Path, calls: Calls) -> Iterator[Bridge]:
-    bridge = Bridge()
-    for name in ("echo", "slow", "deferred", "with_progress", "not_found", "crash", "not_json"):
+def limits() -> Limits | None:
+    """The bridge's limits: the defaults, unless a test parametrizes ``limits``."""
+    return None
+
+
+@pytest.fixture
+def bridge(socket_dir: Path, calls: Calls, limits: Limits | None) -> Iterator[Bridge]:
+    bridge = Bridge(limits)
+    for name in METHODS:
         bridge.register_method(name, getattr(calls, name))
 
     async def listen() -> None:
@@ -103,6 +137,7 @@ def bridge(socket_dir: Path, calls: Calls) -> Iterator[Bridge]:
 
     run(listen())
     yield bridge
+    calls.open_gates()
 
     async def stop() -> None:
         await bridge.stop()
@@ -115,9 +150,24 @@ def client_of(bridge: Bridge) -> ControlClient:
     return ControlClient(bridge.path)
 
 
+def call_once(path: Path, method: str, params: dict[str, Any] | None, **kw: Any) -> Any:
+    with ControlClient(path) as client:
+        return client.call(method, params, **kw)
+
+
 async def call(bridge: Bridge, method: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
-    """Call through the blocking client, in a thread, as the CLI would."""
-    return await in_thread(client_of(bridge).call, method, params, **kw)
+    """Call through a new blocking client, in a thread, as the CLI would."""
+    assert bridge.path is not None
+    return await in_thread(call_once, bridge.path, method, params, **kw)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    """Wait for ``condition`` (polled on the reactor), failing after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await sleep(0.005)
 
 
 async def call_error(bridge: Bridge, method: str, params: dict[str, Any] | None = None) -> Any:
@@ -293,14 +343,14 @@ async def test_blank_lines_are_ignored(bridge: Bridge) -> None:
     assert await raw(bridge, b"\n  \n" + request(1, "echo", text="a")) == [{"id": 1, "result": "a"}]
 
 
-async def test_line_over_4_mib_is_too_large_and_closes(bridge: Bridge) -> None:
+async def test_line_over_the_limit_is_too_large_and_closes(bridge: Bridge) -> None:
     huge = request(1, "echo", text="x" * (MAX_LINE_LENGTH + 10))
     replies = await raw(bridge, huge, replies=2)
     assert replies[0]["error"]["kind"] == "too_large"
     assert replies[1] == "EOF"
 
 
-async def test_line_of_exactly_4_mib_is_accepted(bridge: Bridge) -> None:
+async def test_line_of_exactly_the_limit_is_accepted(bridge: Bridge) -> None:
     overhead = len(request(1, "echo", text="")) - 1
     text = "x" * (MAX_LINE_LENGTH - overhead)
     replies = await raw(bridge, request(1, "echo", text=text))
@@ -342,6 +392,362 @@ async def test_client_disconnecting_mid_call_does_not_disturb_others(
         await sleep(0.3)
     assert calls.finished == ["gone", "stays"]
     assert caplog.records == []
+
+
+# --- limits: what clients can make the daemon hold
+
+MiB = 1024 * 1024
+
+
+class RawClient:
+    """A client connection driven by hand (a blocking socket; transfers in a thread)."""
+
+    def __init__(self, path: Path | None) -> None:
+        assert path is not None
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(20)
+        self.sock.connect(str(path))
+        self.buffer = b""
+
+    def send(self, data: bytes) -> defer.Deferred[bool]:
+        """Send ``data``: True once the socket took it all, False if the daemon closed."""
+        return in_thread(self._send, data)
+
+    def _send(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            return False
+        return True
+
+    def read(self, count: int, timeout: float = 20) -> defer.Deferred[list[Any]]:
+        """Up to ``count`` messages: fewer if none comes within ``timeout`` s, and
+        ``"EOF"`` last if the daemon closed the connection."""
+        return in_thread(self._read, count, timeout)
+
+    def _read(self, count: int, timeout: float) -> list[Any]:
+        self.sock.settimeout(timeout)
+        messages: list[Any] = []
+        while len(messages) < count:
+            end = self.buffer.find(b"\n")
+            if end >= 0:
+                messages.append(json.loads(self.buffer[:end]))
+                self.buffer = self.buffer[end + 1 :]
+                continue
+            try:
+                chunk = self.sock.recv(MiB)
+            except TimeoutError:
+                break
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                messages.append("EOF")
+                break
+            self.buffer += chunk
+        return messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def until_usage(bridge: Bridge, timeout: float = 20, **expected: int) -> None:
+    """Wait until the fields of ``bridge.usage()`` named in ``expected`` have those
+    values; on timeout, fail showing the last usage."""
+
+    def reached() -> bool:
+        usage = bridge.usage()
+        return all(getattr(usage, name) == value for name, value in expected.items())
+
+    try:
+        await until(reached, f"usage {expected}", timeout)
+    except AssertionError:
+        raise AssertionError(f"expected usage {expected}, still {bridge.usage()}") from None
+
+
+async def open_gates_until_all_answered(bridge: Bridge, calls: Calls) -> None:
+    """Let every gate call answer, those that start meanwhile too, until none runs."""
+    while True:
+        await until(
+            lambda: bool(calls.gates) or bridge.usage().requests == 0,
+            "a request at its gate, or none left",
+        )
+        if not calls.gates:
+            return
+        calls.open_gates()
+
+
+def echo_request(request_id: Any, size: int) -> bytes:
+    """A request whose reply is ``size`` bytes of text (and a few of JSON)."""
+    return request(request_id, "echo", text="x" * 1024, times=size // 1024)
+
+
+async def test_an_unfinished_line_over_the_limit_is_too_large_and_closes(bridge: Bridge) -> None:
+    client = RawClient(bridge.path)
+    try:
+        await client.send(b"x" * (MAX_LINE_LENGTH + 1))  # no newline, ever
+        replies = await client.read(2)
+    finally:
+        client.close()
+    assert replies[0]["error"]["kind"] == "too_large"
+    assert replies[1] == "EOF"
+    await until_usage(bridge, connections=0, held_input=0)
+
+
+async def test_unfinished_lines_of_many_clients_never_make_the_daemon_hold_more_than_the_cap(
+    bridge: Bridge,
+) -> None:
+    size = MAX_LINE_LENGTH  # each client holds an unfinished line as long as allowed
+    fit = MAX_HELD_INPUT // size
+    clients = [RawClient(bridge.path) for _ in range(fit + 8)]
+    try:
+        for number, client in enumerate(clients, 1):
+            await client.send(b"x" * size)
+            holders = min(number, fit)  # any client beyond the cap is refused and closed
+            refused = number - holders
+            await until_usage(bridge, held_input=holders * size, connections=len(clients) - refused)
+            assert bridge.usage().held_input <= MAX_HELD_INPUT
+        for client in clients[:fit]:
+            assert await client.read(1, timeout=0.01) == []
+        for client in clients[fit:]:
+            replies = await client.read(2)
+            assert replies[0]["error"]["kind"] == "too_large"
+            assert "too much unprocessed input" in replies[0]["error"]["message"]
+            assert replies[1] == "EOF"
+        assert await call(bridge, "echo", {"text": "still served"}) == "still served"
+    finally:
+        for client in clients:
+            client.close()
+    await until_usage(bridge, connections=0, held_input=0)
+
+
+async def test_requests_over_the_cap_of_a_connection_wait_and_are_all_answered(
+    bridge: Bridge, calls: Calls
+) -> None:
+    total = MAX_REQUESTS_PER_CONNECTION + 4
+    lines = [request(n, "gate", n=n) for n in range(total)]
+    client = RawClient(bridge.path)
+    try:
+        await client.send(b"".join(lines))
+        # the daemon stops reading the connection: the other requests wait, unread
+        waiting = sum(len(line) - 1 for line in lines[MAX_REQUESTS_PER_CONNECTION:])
+        await until_usage(
+            bridge,
+            requests=MAX_REQUESTS_PER_CONNECTION,
+            paused_connections=1,
+            held_input=waiting,
+        )
+        assert await call(bridge, "echo", {"text": "others are served"}) == "others are served"
+        calls.open_gates(1)  # one reply out: one more request in
+        await until(lambda: len(calls.gates) == MAX_REQUESTS_PER_CONNECTION, "the 17th request")
+        assert bridge.usage().requests == MAX_REQUESTS_PER_CONNECTION
+        await open_gates_until_all_answered(bridge, calls)
+        replies = await client.read(total)
+    finally:
+        client.close()
+    assert sorted(reply["id"] for reply in replies) == list(range(total))
+    assert all(reply["result"] == reply["id"] for reply in replies)
+    await until_usage(bridge, requests=0, paused_connections=0, held_input=0, connections=0)
+
+
+async def test_requests_over_the_cap_of_all_connections_wait_and_are_all_answered(
+    bridge: Bridge, calls: Calls
+) -> None:
+    per_client = MAX_REQUESTS_PER_CONNECTION
+    clients = [RawClient(bridge.path) for _ in range(MAX_REQUESTS // per_client + 1)]
+    try:
+        for number, client in enumerate(clients):
+            await client.send(
+                b"".join(request([number, n], "gate", n=n) for n in range(per_client))
+            )
+        await until_usage(bridge, requests=MAX_REQUESTS, paused_connections=1)
+        later = defer.ensureDeferred(call(bridge, "echo", {"text": "later"}))
+        await until_usage(bridge, requests=MAX_REQUESTS, paused_connections=2)
+        assert not later.called
+        await open_gates_until_all_answered(bridge, calls)
+        assert await later == "later"
+        for number, client in enumerate(clients):
+            replies = await client.read(per_client)
+            assert sorted(reply["id"] for reply in replies) == [[number, n] for n in range(16)]
+    finally:
+        for client in clients:
+            client.close()
+    await until_usage(bridge, requests=0, paused_connections=0, held_input=0, connections=0)
+
+
+@pytest.mark.parametrize("limits", [Limits(request_bytes=20_000)], ids=["20kB"])
+async def test_requests_over_the_bytes_cap_wait_and_are_all_answered(
+    bridge: Bridge, calls: Calls
+) -> None:
+    lines = [request(n, "gate", n=n, padding="p" * 6000) for n in range(5)]
+    assert 3 * len(lines[0]) < 20_000 < 4 * len(lines[0])
+    client = RawClient(bridge.path)
+    try:
+        await client.send(b"".join(lines))
+        await until_usage(bridge, requests=3, request_bytes=3 * (len(lines[0]) - 1))
+        assert bridge.usage().paused_connections == 1
+        await open_gates_until_all_answered(bridge, calls)
+        replies = await client.read(5)
+    finally:
+        client.close()
+    assert sorted(reply["result"] for reply in replies) == [0, 1, 2, 3, 4]
+    await until_usage(bridge, requests=0, request_bytes=0, paused_connections=0)
+
+
+async def test_a_reply_over_the_limit_is_too_large_and_the_connection_stays_usable(
+    bridge: Bridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    huge = request(1, "echo", text="x", times=MAX_REPLY_LENGTH)
+    replies = await raw(bridge, huge + request(2, "echo", text="ok"), replies=2)
+    assert replies[0]["id"] == 1
+    assert replies[0]["error"]["kind"] == "too_large"
+    assert "the reply of echo is" in replies[0]["error"]["message"]
+    assert replies[1] == {"id": 2, "result": "ok"}
+    assert "over the limit" in caplog.text
+    error = await call_error(bridge, "echo", {"text": "x", "times": MAX_REPLY_LENGTH})
+    assert error.kind == "too_large"
+
+
+def keep_calling(path: Path, stop: defer.Deferred[None], at_least: int) -> list[Any]:
+    """Call echo until ``stop`` fired and ``at_least`` calls were made; the results."""
+    results: list[Any] = []
+    with ControlClient(path) as client:
+        while len(results) < at_least or not stop.called:
+            results.append(client.call("echo", {"text": "served"}, timeout=10))
+    return results
+
+
+async def test_a_client_that_does_not_read_its_replies_is_disconnected_others_are_served(
+    bridge: Bridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert bridge.path is not None
+    count = MAX_UNREAD_OUTPUT_PER_CONNECTION // MiB + 8
+    hog = RawClient(bridge.path)
+    done: defer.Deferred[None] = defer.Deferred()
+    others = in_thread(keep_calling, bridge.path, done, 20)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for n in range(count):  # asks for replies it never reads
+                if not await hog.send(echo_request(n, MiB)):
+                    break
+                assert bridge.usage().unread_output <= MAX_UNREAD_OUTPUT_PER_CONNECTION
+            await until_usage(bridge, connections=1, unread_output=0)  # only the others'
+            done.callback(None)
+            results = await others
+        assert results == ["served"] * len(results)
+        assert "disconnecting a client: it has not read" in caplog.text
+        assert "per connection" in caplog.text
+        replies = await hog.read(count)
+        assert replies[-1] == "EOF"
+        assert len(replies) - 1 < count  # what it had not read was dropped
+    finally:
+        hog.close()
+        if not done.called:
+            done.callback(None)
+    await until_usage(bridge, connections=0, unread_output=0)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [Limits(unread_output_per_connection=8 * MiB, unread_output=10 * MiB)],
+    ids=["8MiB-10MiB"],
+)
+async def test_when_all_clients_do_not_read_too_much_the_biggest_holder_is_disconnected(
+    bridge: Bridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = RawClient(bridge.path), RawClient(bridge.path)
+    try:
+        with caplog.at_level(logging.WARNING):
+            await first.send(b"".join(echo_request(n, MiB) for n in range(7)))
+            await until(lambda: bridge.usage().unread_output > 6 * MiB, "7 MiB unread")
+            assert "disconnecting" not in caplog.text  # under both caps
+            await second.send(b"".join(echo_request(n, MiB) for n in range(5)))
+            await until_usage(bridge, connections=1)
+        assert bridge.usage().unread_output <= 5 * (MiB + 100)  # the second's replies
+        assert "the most of all clients" in caplog.text
+        assert (await first.read(8))[-1] == "EOF"
+        replies = await second.read(5)
+        assert [reply["id"] for reply in replies] == [0, 1, 2, 3, 4]
+        assert all(len(reply["result"]) == MiB for reply in replies)
+    finally:
+        first.close()
+        second.close()
+    await until_usage(bridge, connections=0, unread_output=0)
+
+
+async def test_usage_is_back_to_zero_once_clients_are_gone(bridge: Bridge) -> None:
+    assert await call(bridge, "echo", {"text": "a"}) == "a"
+    await until_usage(bridge, connections=0)
+    assert bridge.usage() == Usage(0, 0, 0, 0, 0, 0)
+
+
+# --- the client's connection
+
+
+async def test_a_client_keeps_its_connection_between_calls(bridge: Bridge) -> None:
+    client = client_of(bridge)
+    try:
+        for text in ("a", "b", "c"):
+            assert await in_thread(client.call, "echo", {"text": text}) == text
+        assert bridge.usage().connections == 1
+        with pytest.raises(BridgeError) as raised:
+            await in_thread(client.call, "nope")
+        assert raised.value.kind == "unknown_method"
+        assert await in_thread(client.call, "echo", {"text": "d"}) == "d"
+        assert bridge.usage().connections == 1
+    finally:
+        client.close()
+    await until_usage(bridge, connections=0)
+
+
+async def test_a_client_reconnects_when_the_daemon_closed_its_connection(
+    bridge: Bridge, socket_dir: Path
+) -> None:
+    client = client_of(bridge)
+    try:
+        assert await in_thread(client.call, "echo", {"text": "before"}) == "before"
+        await bridge.stop()
+        restarted = Bridge()
+        restarted.register_method("echo", lambda text: f"{text} again")
+        await restarted.listen(socket_dir / "run" / "daemon.sock")
+        try:
+            assert await in_thread(client.call, "echo", {"text": "after"}) == "after again"
+        finally:
+            await restarted.stop()
+    finally:
+        client.close()
+
+
+async def test_after_a_timeout_the_next_call_gets_its_own_answer(bridge: Bridge) -> None:
+    client = client_of(bridge)
+    try:
+        with pytest.raises(BridgeError) as raised:
+            await in_thread(client.call, "slow", {"name": "late", "delay": 0.3}, timeout=0.05)
+        assert raised.value.kind == "timeout"
+        assert await in_thread(client.call, "slow", {"name": "own", "delay": 0.01}) == "own"
+    finally:
+        client.close()
+
+
+async def test_one_client_serves_concurrent_threads_on_separate_connections(
+    bridge: Bridge,
+) -> None:
+    client = client_of(bridge)
+    try:
+        start = time.monotonic()
+        results = await defer.gatherResults(
+            [in_thread(client.call, "slow", {"name": str(n)}) for n in range(8)]
+        )
+        assert results == [str(n) for n in range(8)]
+        assert time.monotonic() - start < 8 * 0.3 / 2
+        await until(lambda: bridge.usage().connections <= 4, "extra connections closed")
+    finally:
+        client.close()
+    await until_usage(bridge, connections=0)
+
+
+async def test_a_method_taking_any_keyword_gets_them_all(bridge: Bridge) -> None:
+    bridge.register_method("keys", lambda **kwargs: sorted(kwargs))
+    assert await call(bridge, "keys", {"b": 1, "a": 2}) == ["a", "b"]
 
 
 # --- the socket file
