@@ -1,5 +1,5 @@
 """Fixtures of the integration tests: real XMPP servers, a publisher, fresh node names,
-the in-process daemon.
+the daemon (in-process and as a process).
 
 ``xmpp_server`` is session scoped and parametrised over the kinds listed in
 ``LIBERVIA_CACHE_TEST_SERVERS`` (comma separated; default: every kind), so every test
@@ -7,6 +7,7 @@ that uses it runs once per server, and pytest starts each server once. A kind wh
 programs are missing is skipped, except in CI (``CI=true``) where it is an error:
 ``tests/servers/install.sh`` installs them.
 
+``daemon_process`` is the daemon as a process, one per module (the CLI tests).
 ``daemon`` is the reference daemon in-process, bob connected to the session's server,
 its database in the test's directory; ``@pytest.mark.daemon_options(...)`` (on a test or
 a module) gives it other profiles or ``[pubsub_cache]`` options. ``make_daemon`` starts
@@ -27,7 +28,7 @@ import pytest
 from twisted.words.protocols.jabber.jid import JID
 
 from tests.conftest import run
-from tests.harness.daemon import cache_of, start_daemon
+from tests.harness.daemon import DaemonProcess, cache_of, running_daemon, start_daemon
 from tests.servers.base import ServerError, XMPPServer
 from tests.servers.ejabberd import EjabberdServer
 from tests.servers.libervia_pubsub import LiberviaPubsubServer
@@ -149,6 +150,22 @@ def unique_node_name(prefix: str = "test") -> str:
 def fresh_node() -> Callable[..., str]:
     """A factory of unique node names: ``fresh_node()``, ``fresh_node("urn:xmpp:microblog:0")``."""
     return unique_node_name
+
+
+# --- the daemon, as a process --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def daemon_process(
+    request: pytest.FixtureRequest,
+    xmpp_server: XMPPServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DaemonProcess]:
+    """``libervia-cache daemon`` (bob on the session's server), one for the module: its
+    tests use their own nodes, and talk to it through the CLI or its control socket."""
+    directory = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    with running_daemon(directory, xmpp_server) as process:
+        yield process
 
 
 # --- the daemon, in-process -----------------------------------------------------------------

@@ -5,32 +5,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from twisted.words.protocols.jabber.jid import JID
 
 from tests.harness.daemon import (
     DaemonProcess,
     atom_entry,
     run_cli,
-    running_daemon,
     write_config,
 )
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 
 MICROBLOG = "urn:xmpp:microblog:0"
-
-
-@pytest.fixture(scope="module")
-def daemon_process(
-    xmpp_server: XMPPServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DaemonProcess]:
-    """One daemon for the module (tests use their own nodes)."""
-    with running_daemon(tmp_path_factory.mktemp("cli"), xmpp_server) as daemon:
-        yield daemon
 
 
 async def test_get_answers_from_the_network_then_from_the_cache_after_sync(

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,21 +23,11 @@ from tests.harness.daemon import (
     atom_entry,
     cli_argv,
     cli_json,
-    running_daemon,
 )
 from tests.servers.base import XMPPServer, wait_until
 from tests.servers.publisher import connect_publisher
 
 MICROBLOG = "urn:xmpp:microblog:0"
-
-
-@pytest.fixture(scope="module")
-def daemon_process(
-    xmpp_server: XMPPServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DaemonProcess]:
-    """One daemon process for the module (tests use their own nodes)."""
-    with running_daemon(tmp_path_factory.mktemp("cli-manage"), xmpp_server) as process:
-        yield process
 
 
 @pytest.fixture
