@@ -898,3 +898,19 @@ def test_bridge_error_message_is_one_line() -> None:
     error = BridgeError("server", "item-not-found:\n  the node is gone")
     assert str(error) == "item-not-found: the node is gone"
     assert error.to_json() == {"kind": "server", "message": "item-not-found: the node is gone"}
+
+
+def test_the_documented_limits_are_the_daemons() -> None:
+    page = (Path(__file__).parents[3] / "doc" / "cli.md").read_text()
+    section = page.split("### Connections and limits of the control socket", 1)[1]
+    limits = Limits()
+    for documented in (
+        f"| one request line | {limits.line // MiB} MiB |",
+        f"| {limits.held_input // MiB} MiB |",
+        f"| requests in flight on one connection | {limits.requests_per_connection} |",
+        f"| {limits.requests}, and {limits.request_bytes // MiB} MiB of request lines |",
+        f"| one reply | {limits.reply // MiB} MiB |",
+        f"| {limits.unread_output_per_connection // MiB} MiB per connection |",
+        f"| {limits.unread_output // MiB} MiB |",
+    ):
+        assert documented in section
