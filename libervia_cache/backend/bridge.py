@@ -317,7 +317,7 @@ class _BridgeConnection(protocol.Protocol):
         if held and self.bridge._held_input > self.limits.held_input:
             log.warning(
                 "control socket: clients hold more than %d bytes of unprocessed input; "
-                "refusing the connection that sent the last %d",
+                "refusing a connection that holds %d",
                 self.limits.held_input,
                 held,
             )
@@ -337,6 +337,7 @@ class _BridgeConnection(protocol.Protocol):
             self.bridge._paused.pop(self, None)
 
     def _line_too_large(self) -> None:
+        log.warning("control socket: a request line over %d bytes", self.limits.line)
         self._refuse(f"request line longer than {self.limits.line} bytes; closing the connection")
 
     def _refuse(self, message: str) -> None:

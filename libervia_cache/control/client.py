@@ -29,9 +29,11 @@ RECV_SIZE = 64 * 1024
 #: Idle connections a client keeps (more are closed after their call).
 MAX_IDLE = 4
 
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 
 class _Connection:
-    """One connection to the daemon, with what was read past the last message."""
+    """One connection to the daemon and its read buffer."""
 
     __slots__ = ("buffer", "pid", "sock")
 
@@ -47,12 +49,12 @@ class _Connection:
             return False  # inherited through fork: it belongs to the parent
         self.sock.settimeout(0.0)  # with a timeout, Python would wait for data
         try:
-            data = self.sock.recv(1, socket.MSG_PEEK)
+            self.sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
-            return True
+            return True  # nothing to read: open and quiet
         except OSError:
             return False
-        return not data  # b"": closed by the daemon; data: something stray
+        return False  # b"": closed by the daemon; anything else: a stray message
 
     def close(self) -> None:
         self.sock.close()
@@ -105,11 +107,8 @@ class ControlClient:
         connection lost before the reply (``internal``).
         """
         request_id = next(self._ids)
-        line = json.dumps(
-            {"id": request_id, "method": method, "params": params or {}},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode()
+        request = {"id": request_id, "method": method, "params": params or {}}
+        line = _encoder.encode(request).encode()
         if len(line) > MAX_LINE_LENGTH:
             raise BridgeError(
                 "too_large", f"request to {method} is larger than {MAX_LINE_LENGTH} bytes"
