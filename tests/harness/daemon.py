@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -223,3 +223,54 @@ def kill_daemon(daemon: DaemonProcess) -> int:
     code = daemon.process.wait()
     daemon._log.close()
     return code
+
+
+class AppliedEvents:
+    """Pubsub events the daemon's cache has taken into account (applied, or its node made
+    suspect), recorded as ``(node, kind, item ids)``: :meth:`wait` waits for one, no
+    polling. Servers also send events nobody asked for (the last item replayed to a new
+    subscriber), so wait for the event you caused: its kind and items."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        from libervia_cache.plugin import EVENT_APPLIED_POINT
+
+        self._daemon = daemon
+        self._point = EVENT_APPLIED_POINT
+        self.events: list[tuple[str, str, tuple[str, ...]]] = []
+        self._waiters: list[tuple[Callable[[], bool], Any]] = []
+        daemon.trigger.add(EVENT_APPLIED_POINT, self._applied)
+
+    def _applied(self, client: Any, event: Any) -> None:
+        kind = type(event).__name__.removesuffix("Event").lower()
+        ids = tuple(
+            element.getAttribute("id", "") for element in getattr(event, "items", None) or ()
+        )
+        self.events.append((event.nodeIdentifier, kind, ids))
+        for waiter in list(self._waiters):
+            done, deferred = waiter
+            if done():
+                self._waiters.remove(waiter)
+                deferred.callback(None)
+
+    def seen(self, node: str, kind: str = "items", item_id: str | None = None) -> bool:
+        return any(
+            n == node and k == kind and (item_id is None or item_id in ids)
+            for n, k, ids in self.events
+        )
+
+    async def wait(self, node: str, kind: str = "items", item_id: str | None = None) -> None:
+        """Until an event of ``kind`` (items, retract is items too, purge, delete,
+        configuration) of ``node``, holding ``item_id`` if given, was taken into account."""
+        from twisted.internet import defer
+
+        def done() -> bool:
+            return self.seen(node, kind, item_id)
+
+        if done():
+            return
+        deferred: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append((done, deferred))
+        await deferred
+
+    def remove(self) -> None:
+        self._daemon.trigger.remove(self._point, self._applied)
