@@ -9,6 +9,7 @@ very request is served.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 from collections.abc import Sequence
@@ -128,6 +129,9 @@ class CachedReader:
             ):
                 self._syncs.start(client, node_info)
             return Missed(_HOLD_MISSES[held], node_info)
+        if request.rsm_request is not None and node_info.extra.get("rsm") is False:
+            # the node's service ignores RSM (Prosody 0.12): answer as it does
+            request = dataclasses.replace(request, rsm_request=None)
         if node_info.truncated and (
             request.rsm_request is not None or (request.max_items is None and not request.item_ids)
         ):

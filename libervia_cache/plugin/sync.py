@@ -304,6 +304,8 @@ class NodeSync:
                     "synchronisation stopped"
                 )
             count = rsm_data.get("count")
+            if count is None and not rsm_data:
+                count = len(items)  # without RSM the answer is the whole node
             index = rsm_data.get("index")
             first = rsm_data.get("first")
             if count is not None:
@@ -342,9 +344,10 @@ class NodeSync:
                     limit,
                     limit,
                 )
-                await store.update_node(
-                    node_info.id, token=self._token, extra={**extra, "truncated": True}
-                )
+                extra = {**extra, "truncated": True}
+            if progress.pages == 1:
+                # what the service does with RSM: the cache answers RSM requests as it does
+                extra = {**extra, "rsm": bool(rsm_data)}
             # the page's slots count toward the limit even for items that events already
             # stored (or retracted): the limit caps what the node holds
             page_slots = len(items)
@@ -360,6 +363,7 @@ class NodeSync:
                 complete=last_page,
                 token=self._token,
                 server_count=int(count) if count is not None else None,
+                extra=extra if last_page else None,
             )
             progress.stored += page_slots
             if last_page:

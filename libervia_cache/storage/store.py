@@ -462,6 +462,7 @@ class Store:
         token: str | None = None,
         limit: int | None = None,
         server_count: int | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Store a batch of items of one node, in one transaction.
 
@@ -473,7 +474,8 @@ class Store:
         paging backwards from the newest page). Within a batch the last occurrence of an
         id wins. ``complete=True`` marks the node ``COMPLETED`` in the same transaction,
         so a node is never complete without its last page; it needs the ``token`` of the
-        sync that paged the node, and records ``server_count``.
+        sync that paged the node, and records ``server_count`` and ``extra`` (what the
+        sync learnt of the node) with it.
 
         ``token``: the write belongs to that sync (:class:`SyncSuperseded` when it no
         longer owns the node). Without it, the node must exist (:class:`NodeGone`).
@@ -499,17 +501,16 @@ class Store:
                 _keep_newest(connection, node_id, limit)
             if complete:
                 now = utcnow()
-                connection.execute(
-                    update(nodes)
-                    .where(nodes.c.id == node_id)
-                    .values(
-                        sync_state=SyncState.COMPLETED,
-                        sync_state_updated=now,
-                        last_synced=now,
-                        server_count=server_count,
-                        sync_error=None,
-                    )
-                )
+                values: dict[str, Any] = {
+                    "sync_state": SyncState.COMPLETED,
+                    "sync_state_updated": now,
+                    "last_synced": now,
+                    "server_count": server_count,
+                    "sync_error": None,
+                }
+                if extra is not None:
+                    values["extra"] = extra
+                connection.execute(update(nodes).where(nodes.c.id == node_id).values(values))
 
         await self._write(run)
 

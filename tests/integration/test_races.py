@@ -25,6 +25,7 @@ from tests.conftest import run
 from tests.harness.daemon import AppliedEvents, atom_entry, cache_of, start_daemon, sync_of
 from tests.harness.faults import fill, locked_by_another_process, small_tmpfs
 from tests.harness.gates import NetworkGate
+from tests.integration.conftest import SERVER_CLASSES, server_kinds
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 
@@ -345,6 +346,11 @@ async def test_a_disk_full_while_events_arrive_never_leaves_a_stale_node_served(
 # --- 5. an item too deep to store ----------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "xmpp_server",
+    [k for k in server_kinds() if SERVER_CLASSES[k].quirks["deep_items_relayed"]],
+    indirect=True,
+)
 async def test_an_item_nested_too_deeply_never_leaves_its_node_served_and_reads_say_why(
     make_daemon: Callable[..., Any],
     publisher: Publisher,

@@ -57,6 +57,7 @@ class LiberviaPubsubServer(ProsodyServer):
         "disco_items_order": "modification",
         "rsm_unknown_key": "empty",
         "rsm_last_page_index": "correct",
+        "deep_items_relayed": False,  # RecursionError on its side: no answer
     }
 
     def __init__(self, keep: bool = False) -> None:
