@@ -30,6 +30,7 @@ from libervia_cache.backend.trigger import TriggerManager
 from libervia_cache.hostapi import (
     GET_ITEMS_POINT,
     GOT_ITEMS_POINT,
+    XEP0060,
     Bridge,
     Client,
     Config,
@@ -37,10 +38,11 @@ from libervia_cache.hostapi import (
     Host,
     ItemsResult,
     PubsubEventHandler,
-    TriggerManager as TriggerManagerProtocol,
-    XEP0060,
     answer_metadata,
     as_deferred,
+)
+from libervia_cache.hostapi import (
+    TriggerManager as TriggerManagerProtocol,
 )
 
 SERVICE = JID("pubsub.example.org")
@@ -169,8 +171,12 @@ class FakeService:
             entries[:] = [e for e in entries if e[0] != item_id]
             entries.append((item_id, payload))
         if notify:
-            elements = [self._item(item_id, payload, pubsub.NS_PUBSUB_EVENT) for item_id, payload in items]
-            self._notify(lambda sender, recipient: pubsub.ItemsEvent(sender, recipient, node, elements, {}))
+            elements = [
+                self._item(item_id, payload, pubsub.NS_PUBSUB_EVENT) for item_id, payload in items
+            ]
+            self._notify(
+                lambda sender, recipient: pubsub.ItemsEvent(sender, recipient, node, elements, {})
+            )
 
     def retract(self, node: str, *item_ids: str, notify: bool = True) -> None:
         self.nodes[node] = [e for e in self.nodes.get(node, []) if e[0] not in item_ids]
@@ -180,7 +186,9 @@ class FakeService:
                 element = domish.Element((pubsub.NS_PUBSUB_EVENT, "retract"))
                 element["id"] = item_id
                 elements.append(element)
-            self._notify(lambda sender, recipient: pubsub.ItemsEvent(sender, recipient, node, elements, {}))
+            self._notify(
+                lambda sender, recipient: pubsub.ItemsEvent(sender, recipient, node, elements, {})
+            )
 
     def purge(self, node: str) -> None:
         self.nodes[node] = []
@@ -225,7 +233,9 @@ class FakeService:
         item_ids: Sequence[str] | None,
         rsm_request: rsm.RSMRequest | None,
     ) -> tuple[list[domish.Element], dict[str, Any] | None]:
-        self.requests.append(("items", node, {"max_items": max_items, "item_ids": item_ids, "rsm": rsm_request}))
+        self.requests.append(
+            ("items", node, {"max_items": max_items, "item_ids": item_ids, "rsm": rsm_request})
+        )
         await self._gate("payload" if item_ids else "items")
         if node not in self.nodes:
             raise StanzaError("item-not-found")
@@ -240,7 +250,13 @@ class FakeService:
         ids = [i for i, __ in entries]
         limit = rsm_request.max
         if rsm_request.before is not None:
-            end = len(ids) if rsm_request.before == "" else ids.index(rsm_request.before) if rsm_request.before in ids else 0
+            end = (
+                len(ids)
+                if rsm_request.before == ""
+                else ids.index(rsm_request.before)
+                if rsm_request.before in ids
+                else 0
+            )
             start = max(0, end - limit)
         else:
             if rsm_request.after is not None:
@@ -286,7 +302,16 @@ class FakeXEP0060:
         extra: Mapping[str, Any] | None = None,
     ) -> defer.Deferred[ItemsResult]:
         async def run() -> ItemsResult:
-            args = (client, service, node, max_items, item_ids, sub_id, rsm_request, dict(extra or {}))
+            args = (
+                client,
+                service,
+                node,
+                max_items,
+                item_ids,
+                sub_id,
+                rsm_request,
+                dict(extra or {}),
+            )
             keep_going, answer = await self.host.trigger.async_return_point(GET_ITEMS_POINT, *args)
             if not keep_going:
                 result: ItemsResult = answer
@@ -351,7 +376,6 @@ def atom(item_id: str, title: str = "") -> tuple[str, str]:
 def conforms(host: FakeHost) -> tuple[Host, XEP0060]:
     """The fakes as the Protocols they stand for (mypy checks that they conform)."""
     return host, host.xep_0060
-
 
 
 async def start_plugin(

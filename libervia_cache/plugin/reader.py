@@ -27,7 +27,7 @@ from libervia_cache.plugin.settings import Settings
 from libervia_cache.plugin.store_access import STORE_ERRORS, StoreAccess
 from libervia_cache.plugin.syncs import SyncManager
 from libervia_cache.plugin.xml import LazyElement
-from libervia_cache.storage import NodeInfo, SyncState, UnknownRSMKey
+from libervia_cache.storage import NodeChanged, NodeInfo, SyncState, UnknownRSMKey
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +149,14 @@ class CachedReader:
                 node_info.id,
                 max_items=request.max_items,
                 item_ids=request.item_ids,
+                synced_by=node_info.sync_token,
                 **rsm_args,
             )
         except UnknownRSMKey:
             return Missed(Miss.UNKNOWN_RSM_KEY, node_info)
+        except NodeChanged:
+            # a sync, a purge or a reset took the node since it was looked up
+            return Missed(Miss.NOT_SYNCHRONISED, node_info)
         except ValueError as error:
             log.debug("request the cache cannot answer on node %s: %s", request.node, error)
             return Missed(Miss.UNSUPPORTED, node_info, str(error))

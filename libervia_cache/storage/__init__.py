@@ -3,13 +3,14 @@
 from .migrate import DatabaseVersionError
 from .models import SyncState
 from .query import SearchQueryError
-from .records import ItemsPage, NodeGone, NodeInfo, SyncSuperseded, UnknownRSMKey
+from .records import ItemsPage, NodeChanged, NodeGone, NodeInfo, SyncSuperseded, UnknownRSMKey
 from .store import CachedItem, Store
 
 __all__ = [
     "CachedItem",
     "DatabaseVersionError",
     "ItemsPage",
+    "NodeChanged",
     "NodeGone",
     "NodeInfo",
     "SearchQueryError",

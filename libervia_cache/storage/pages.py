@@ -27,7 +27,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql import Select
 
 from .models import items_table, nodes_table
-from .records import ItemsPage, UnknownRSMKey
+from .records import ItemsPage, NodeChanged, UnknownRSMKey
 
 items = items_table
 nodes = nodes_table
@@ -63,6 +63,7 @@ def _statements(position_name: str, gap_name: str) -> _Statements:
     node: Any = bindparam("node")
     in_node = items.c.node_id == node
     header = select(
+        nodes.c.sync_token,
         nodes.c[gap_name],
         select(func.min(position)).where(in_node).scalar_subquery(),
         select(func.max(position)).where(in_node).scalar_subquery(),
@@ -139,16 +140,28 @@ def index_range(request: PageRequest, count: int, key_index: int | None) -> tupl
     return start, end
 
 
-def read_page(fetch: Fetch, node_id: int, request: PageRequest) -> ItemsPage:
-    """Answer ``request`` with ``fetch``; raise :class:`NeedsRenumbering` on a dirty node."""
+def read_page(
+    fetch: Fetch, node_id: int, request: PageRequest, synced_by: str | None = None
+) -> ItemsPage:
+    """Answer ``request`` with ``fetch``; raise :class:`NeedsRenumbering` on a dirty node.
+
+    ``synced_by``: the token of the sync the caller found the node completed by; if
+    another sync (or a purge, a reset) took the node since, :class:`NodeChanged` is
+    raised. ``fetch`` must run every statement in one read transaction: the check and
+    the page then see the same state of the node.
+    """
     statements = STATEMENTS[request.order_by]
     key = request.after if request.after is not None else request.before or None
     rows = fetch(statements.header, {"node": node_id, "key": key})
     if not rows:  # unknown node: an empty one
+        if synced_by is not None:
+            raise NodeChanged(node_id)
         if key is not None:
             raise UnknownRSMKey(key)
         return ItemsPage(count=0 if request.uses_rsm else None)
-    gap, low, high, key_position = rows[0]
+    token, gap, low, high, key_position = rows[0]
+    if synced_by is not None and token != synced_by:
+        raise NodeChanged(node_id)
     if gap is not None:
         raise NeedsRenumbering()
     if key is not None and key_position is None:

@@ -28,6 +28,11 @@ class SyncSuperseded(NodeGone):
     reset replaced it): nothing was written."""
 
 
+class NodeChanged(LookupError):
+    """The node is no longer what the reader found: another sync, a purge or a reset
+    took it between the lookup and the page read (the read is a miss)."""
+
+
 @dataclass(frozen=True)
 class NodeInfo:
     """A snapshot of a ``pubsub_nodes`` row."""
@@ -46,6 +51,8 @@ class NodeInfo:
     sync_error: str | None = None
     last_synced: datetime | None = None
     server_count: int | None = None
+    #: the token of the sync that owns the node (opaque; changes with each sync)
+    sync_token: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -88,6 +88,7 @@ _NODE_COLUMNS = (
     nodes.c.sync_error,
     nodes.c.last_synced,
     nodes.c.server_count,
+    nodes.c.sync_token,
 )
 
 
@@ -123,6 +124,7 @@ def _node_info(row: Any) -> NodeInfo:
         sync_error,
         last_synced,
         server_count,
+        sync_token,
     ) = row
     return NodeInfo(
         id_,
@@ -139,6 +141,7 @@ def _node_info(row: Any) -> NodeInfo:
         sync_error,
         last_synced,
         server_count,
+        sync_token,
     )
 
 
@@ -581,6 +584,7 @@ class Store:
         index: int | None = None,
         order_by: str = "modification",
         descending: bool = False,
+        synced_by: str | None = None,
     ) -> defer.Deferred[ItemsPage]:
         """Items of a node as a server answers a XEP-0060 items request.
 
@@ -596,6 +600,10 @@ class Store:
 
         ``order_by`` is ``"modification"`` (the servers' order: a republished item is
         the newest) or ``"creation"`` (first publication); ``descending`` reverses it.
+
+        ``synced_by``: the sync token of the node as the caller found it; the page is
+        read in the same read transaction that checks the node still has it, else
+        :class:`NodeChanged` (a sync, a purge or a reset took it in between).
         """
         try:
             request = pages.PageRequest(
@@ -611,26 +619,34 @@ class Store:
         except ValueError:
             return defer.fail()
         if self._reader is not None:
+            reader = self._reader
             try:
-                page = pages.read_page(self._fetch_now, node_id, request)
+                # one read transaction: the node's check and its page see one state
+                reader.execute("BEGIN")
+                try:
+                    page = pages.read_page(self._fetch_now, node_id, request, synced_by)
+                finally:
+                    reader.execute("COMMIT")
             except (pages.NeedsRenumbering, sqlite3.OperationalError):
                 pass  # a write first, or the database is busy: the asyncio path
             except Exception:
                 return defer.fail()
             else:
                 return defer.succeed(page)
-        return aio(self._get_items(node_id, request))
+        return aio(self._get_items(node_id, request, synced_by))
 
     def _fetch_now(self, sql: str, params: dict[str, Any]) -> list[Any]:
         assert self._reader is not None
         return self._reader.execute(sql, params).fetchall()
 
-    async def _get_items(self, node_id: int, request: pages.PageRequest) -> ItemsPage:
+    async def _get_items(
+        self, node_id: int, request: pages.PageRequest, synced_by: str | None
+    ) -> ItemsPage:
         def read(connection: Connection) -> ItemsPage:
             def fetch(sql: str, params: dict[str, Any]) -> Sequence[Any]:
                 return connection.exec_driver_sql(sql, params).all()
 
-            return pages.read_page(fetch, node_id, request)
+            return pages.read_page(fetch, node_id, request, synced_by)
 
         try:
             return await self._read(read)

@@ -149,6 +149,12 @@ def _rebuild(with_new_columns: bool) -> None:
 def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         _rebuild(with_new_columns=True)
+        # a node some sync finished or began is owned by that sync: give it a token,
+        # which readers check against (the value only has to be unique)
+        op.execute(
+            "UPDATE pubsub_nodes SET sync_token = lower(hex(randomblob(16))) "
+            "WHERE sync_state IS NOT NULL"
+        )
         return
     for column in new_node_columns():
         op.add_column("pubsub_nodes", column)

@@ -86,7 +86,9 @@ SOURCES = sorted(
 
 
 def test_every_part_of_the_package_has_a_rule() -> None:
-    parts = {part_of(module_name(path)) for path in SOURCES if module_name(path) != "libervia_cache"}
+    parts = {
+        part_of(module_name(path)) for path in SOURCES if module_name(path) != "libervia_cache"
+    }
     assert parts <= set(RULES), parts - set(RULES)
 
 

@@ -52,8 +52,8 @@ import pytest
 
 from libervia_cache.analysers.microblog import parse_item
 from libervia_cache.backend.config import SCHEMA, load_config
-from libervia_cache.storage.query import parse_search_query
 from libervia_cache.plugin.xml import parse_element
+from libervia_cache.storage.query import parse_search_query
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "doc"

@@ -96,7 +96,11 @@ async def test_an_item_nested_too_deeply_is_refused_with_its_id_not_a_recursion_
 
     depth = 1500  # as Prosody relays it
     payload = "<a xmlns='urn:deep'>" * depth + "</a>" * depth
-    deep = parse_element(f"<item xmlns='http://jabber.org/protocol/pubsub' id='deep'>{payload}</item>")
-    shallow = parse_element("<item xmlns='http://jabber.org/protocol/pubsub' id='ok'><x xmlns='urn:x'/></item>")
+    deep = parse_element(
+        f"<item xmlns='http://jabber.org/protocol/pubsub' id='deep'>{payload}</item>"
+    )
+    shallow = parse_element(
+        "<item xmlns='http://jabber.org/protocol/pubsub' id='ok'><x xmlns='urn:x'/></item>"
+    )
     with pytest.raises(UnstorableItem, match=f"'deep' is nested more than {MAX_ITEM_DEPTH}"):
         await parse_items(None, None, SERVICE, "node", [shallow, deep])  # type: ignore[arg-type]

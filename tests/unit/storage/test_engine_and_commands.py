@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from libervia_cache.storage.aio import aio
 from libervia_cache.storage import Store, migrate
+from libervia_cache.storage.aio import aio
 from libervia_cache.storage.commands import db
 from libervia_cache.storage.engine import default_db_path, default_db_url, prepare_sqlite_file
 from libervia_cache.storage.pages import STATEMENTS

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from libervia_cache.storage import NodeGone, NodeInfo, Store, SyncState, SyncSuperseded, UnknownRSMKey
+from libervia_cache.storage import (
+    NodeChanged,
+    NodeGone,
+    NodeInfo,
+    Store,
+    SyncState,
+    SyncSuperseded,
+    UnknownRSMKey,
+)
 
 from .conftest import item, items
 
@@ -222,9 +230,7 @@ async def test_a_superseded_sync_writes_nothing(store: Store, node: NodeInfo) ->
     assert (await store.get_items(node.id)).item_ids == ["c"]
 
 
-async def test_a_failed_sync_empties_the_node_and_records_why(
-    store: Store, node: NodeInfo
-) -> None:
+async def test_a_failed_sync_empties_the_node_and_records_why(store: Store, node: NodeInfo) -> None:
     token = await store.begin_sync(node.id, {})
     await store.cache_items(node.id, items("a"), where="oldest", token=token)
     assert await store.end_sync(node.id, token, SyncState.ERROR, "the service answered forbidden")
@@ -308,3 +314,21 @@ async def test_retracting_or_republishing_a_recent_item_leaves_reads_on_the_fast
     assert page.called
     answer = await page
     assert answer.item_ids == ["i6", "i9", "i8"] and (answer.index, answer.count) == (6, 9)
+
+
+async def test_a_page_read_for_a_node_another_sync_took_is_refused(
+    store: Store, node: NodeInfo
+) -> None:
+    """The reader found the node completed by one sync; a new sync empties it before the
+    page is read: the read says so rather than answering the emptied node."""
+    token = await store.begin_sync(node.id, {})
+    await store.cache_items(node.id, items("a", "b"), complete=True, token=token)
+    found = await store.get_node(node.profile, node.service, node.name)
+    assert found is not None and found.sync_token == token
+    assert (await store.get_items(node.id, synced_by=token)).item_ids == ["a", "b"]
+    await store.begin_sync(node.id, {})
+    with pytest.raises(NodeChanged):
+        await store.get_items(node.id, synced_by=token)
+    await store.reset()
+    with pytest.raises(NodeChanged):
+        await store.get_items(node.id, synced_by=token)

@@ -12,8 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, create_engine
 
-from libervia_cache.storage.aio import aio
 from libervia_cache.storage import DatabaseVersionError, Store, migrate
+from libervia_cache.storage.aio import aio
 from libervia_cache.storage.engine import create_engine as create_async_engine
 from libervia_cache.storage.fts import is_fts_object
 from libervia_cache.storage.models import Base

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from twisted.internet import defer
 
-from libervia_cache.storage.aio import aio
 from libervia_cache.storage import NodeInfo, Store, SyncState
+from libervia_cache.storage.aio import aio
 
 from .conftest import items
 

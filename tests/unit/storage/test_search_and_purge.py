@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from libervia_cache.storage.query import OPERATORS, SearchQueryError
 from libervia_cache.storage import Store, SyncState, SyncSuperseded
+from libervia_cache.storage.query import OPERATORS, SearchQueryError
 from libervia_cache.storage.searching import OPERATOR_SQL
 
 POSTS: list[tuple[str, str, dict[str, Any]]] = [

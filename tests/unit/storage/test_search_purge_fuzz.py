@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 from twisted.internet.defer import Deferred
 
-from libervia_cache.storage.aio import aio
 from libervia_cache.backend.bridge import Bridge
 from libervia_cache.errors import BridgeError
-from libervia_cache.storage.query import OPERATORS, ORDER_KEYS, SearchQueryError
 from libervia_cache.storage import Store, SyncState
+from libervia_cache.storage.aio import aio
 from libervia_cache.storage.models import items_table, nodes_table
+from libervia_cache.storage.query import OPERATORS, ORDER_KEYS, SearchQueryError
 from tests.conftest import run
 from tests.fakes import FakeService, start_plugin
 
