@@ -77,7 +77,9 @@ async def make_node(
 ) -> list[str]:
     await publisher.create_node(service, node, {"pubsub#access_model": "open"})
     ids = [f"i{n:03d}" for n in range(count)]
-    await publisher.publish(service, node, [(i, atom_entry(i, i, content)) for i in ids])
+    # one at a time: the ids are returned in the server's order (libervia-pubsub may
+    # commit pipelined neighbours in another order)
+    await publisher.publish(service, node, [(i, atom_entry(i, i, content)) for i in ids], depth=1)
     return ids
 
 
