@@ -170,7 +170,8 @@ class PubsubCache:
         self._pubsub.remove_event_handler(self.events)
         for name in self._bridge_methods:
             self.host.bridge.unregister_method(name)
-        await self.syncs.cancel_and_wait()
+        await self.freshness.stop()
+        await self.syncs.stop()
         await self.store_access.close()
 
     async def profile_connected(self, client: Client) -> None:

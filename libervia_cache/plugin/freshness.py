@@ -55,9 +55,19 @@ class Freshness:
         self._slots = defer.DeferredSemaphore(PARALLEL_CHECKS)
         #: the checks started by the last (re)connection (tests and status wait on it)
         self.checks: defer.Deferred[Any] = defer.succeed(None)
+        self._in_flight: set[defer.Deferred[Any]] = set()
+        self._stopped = False
+
+    async def stop(self) -> None:
+        """No more checks; wait for those in flight to end (they start nothing more)."""
+        self._stopped = True
+        while self._in_flight:
+            await defer.DeferredList(list(self._in_flight))
 
     async def profile_connected(self, client: Client) -> None:
         """Redo what a gap left half done and check what it may have made stale."""
+        if self._stopped:
+            return
         # synchronously, before any await: no read of this profile is answered from
         # the cache until its nodes are listed for checking
         self._holds.hold_profile(client.profile)
@@ -97,11 +107,21 @@ class Freshness:
             self.checks = defer.DeferredList(
                 [self._slots.run(self.check, client, info) for info in completed]
             )
+            checks = self.checks
+            self._in_flight.add(checks)
+
+            def done(result: Any) -> Any:
+                self._in_flight.discard(checks)
+                return result
+
+            checks.addBoth(done)
 
     async def check(self, client: Client, node_info: NodeInfo) -> None:
         """Resynchronise ``node_info`` if it differs from the server; release its hold."""
         try:
-            if not await self._unchanged(client, node_info):
+            if self._stopped:
+                return
+            if not await self._unchanged(client, node_info) and not self._stopped:
                 self._syncs.restart(client, node_info)
         finally:
             self._holds.checked(node_info.id)

@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 #: what every cached item is: the store keeps them as an items request answers them
 ITEM_QNAME = (pubsub.NS_PUBSUB, "item")
 
-#: Deepest item (elements inside ``<item/>``) the cache stores. Serialising a domish
-#: element recurses once per level (and a few Python frames each): far deeper items
-#: would exhaust the interpreter's recursion limit. Real payloads are a few levels deep.
-MAX_ITEM_DEPTH = 200
+#: Deepest payload (levels of elements inside ``<item/>``) the cache stores. Serialising
+#: a domish element recurses once per level: far deeper items would exhaust the
+#: interpreter's recursion limit (1000 frames, some used by the caller). Real payloads
+#: are a few levels deep.
+MAX_ITEM_DEPTH = 500
 
 #: ``(item_id, raw_xml, parsed)``: an item ready for the store
 ParsedItem = tuple[str, str, dict[str, Any] | None]
@@ -66,7 +67,7 @@ def depth(element: domish.Element) -> int:
 
 def serialise(item: domish.Element) -> str:
     """The XML of an item; :class:`UnstorableItem` when it is too deep to serialise."""
-    if depth(item) > MAX_ITEM_DEPTH:
+    if depth(item) - 1 > MAX_ITEM_DEPTH:
         raise UnstorableItem(
             f"item {item.getAttribute('id')!r} is nested more than {MAX_ITEM_DEPTH} levels deep"
         )

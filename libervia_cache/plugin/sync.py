@@ -119,7 +119,7 @@ class NodeSync:
         self._on_begin = on_begin
         self._token: str | None = None
         self._observers: list[defer.Deferred[None]] = []
-        self._deferred: defer.Deferred[None] | None = None
+        self._deferred: defer.Deferred[Any] | None = None
 
     @property
     def key(self) -> NodeKey:
@@ -135,7 +135,8 @@ class NodeSync:
         """Run the sync in the background."""
         self._counters.syncs_started += 1
         log.info("synchronising %s (profile %s)", self.where, self.node_info.profile)
-        self._deferred = defer.Deferred.fromCoroutine(self._run())
+        self._deferred = defer.Deferred.fromCoroutine(self._attempt())
+        self._deferred.addBoth(self._attempted)
 
     def cancel(self) -> None:
         """Stop: from now on this sync writes nothing (the store would refuse it anyway
@@ -160,46 +161,66 @@ class NodeSync:
         """Events published or retracted these items: pages must not touch them."""
         self.touched.update(item_ids)
 
-    async def _run(self) -> None:
+    async def _attempt(self) -> tuple[Outcome, BaseException | None]:
+        """The sync itself: how it ended, and why when it failed (no cleanup here: a
+        cancellation stops this coroutine, never the cleanup of :meth:`_finish`)."""
         try:
             await self._sync()
         except CANCELLED:
-            self.outcome = Outcome.CANCELLED
+            return Outcome.CANCELLED, None
         except NodeGone:  # superseded included
-            self.outcome = Outcome.SUPERSEDED
             log.info("synchronisation of %s stopped: another took the node over", self.where)
+            return Outcome.SUPERSEDED, None
         except NodeNotFound as error:
-            self.outcome, self.error = Outcome.NOT_FOUND, error
-            self._counters.syncs_failed += 1
-            log.warning("%s: %s; the cache forgets it", self.where, describe(error))
-            await self._forget_node()
+            return Outcome.NOT_FOUND, error
         except Exception as error:
-            self.error = error
-            self._counters.syncs_failed += 1
             # A lost connection or a failing store is not the node's fault: the node goes
             # back to "never synchronised", and the next read syncs it again. Any other
             # failure sets ERROR, which only an explicit `sync` retries.
             transient = isinstance(error, CONNECTION_ERRORS + STORE_ERRORS)
-            self.outcome = Outcome.RETRY if transient else Outcome.FAILED
-            log.error(
-                "synchronisation of %s failed: %s%s",
-                self.where,
-                describe(error),
-                " (it will be retried on the next read)" if transient else "",
-            )
-            await self._record_failure(None if transient else SyncState.ERROR, describe(error))
-        else:
-            self.outcome = Outcome.COMPLETED
-            self._counters.syncs_completed += 1
-            log.info(
-                "%s synchronised: %d items in %.1f s",
-                self.where,
-                self.progress.stored,
-                time.monotonic() - self.started,
-            )
+            return (Outcome.RETRY if transient else Outcome.FAILED), error
+        return Outcome.COMPLETED, None
+
+    def _attempted(self, result: Any) -> None:
+        if isinstance(result, tuple):
+            outcome, error = result
+        else:  # the attempt was cancelled (a Failure of CancelledError), or broke
+            outcome, error = Outcome.CANCELLED, None
+            if not result.check(*CANCELLED):
+                outcome, error = Outcome.FAILED, result.value
+        defer.Deferred.fromCoroutine(self._finish(outcome, error))
+
+    async def _finish(self, outcome: Outcome, error: BaseException | None) -> None:
+        """Record the outcome in the store, then tell whoever waits."""
+        try:
+            if outcome is Outcome.COMPLETED:
+                self._counters.syncs_completed += 1
+                log.info(
+                    "%s synchronised: %d items in %.1f s",
+                    self.where,
+                    self.progress.stored,
+                    time.monotonic() - self.started,
+                )
+            elif outcome is Outcome.NOT_FOUND:
+                assert error is not None
+                self._counters.syncs_failed += 1
+                log.warning("%s: %s; the cache forgets it", self.where, describe(error))
+                await self._forget_node()
+            elif outcome in (Outcome.FAILED, Outcome.RETRY):
+                assert error is not None
+                self._counters.syncs_failed += 1
+                transient = outcome is Outcome.RETRY
+                log.error(
+                    "synchronisation of %s failed: %s%s",
+                    self.where,
+                    describe(error),
+                    " (it will be retried on the next read)" if transient else "",
+                )
+                await self._record_failure(
+                    None if transient else SyncState.ERROR, describe(error)
+                )
         finally:
-            if self.outcome is None:
-                self.outcome = Outcome.CANCELLED
+            self.outcome, self.error = outcome, error
             observers, self._observers = self._observers, []
             for observer in observers:
                 observer.callback(None)

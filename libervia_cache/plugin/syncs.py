@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from libervia_cache.errors import CacheUnavailable
 from libervia_cache.hostapi import XEP0060, Client
 from libervia_cache.plugin.analysis import AnalyserRegistry
 from libervia_cache.plugin.counters import Counters
@@ -49,6 +50,7 @@ class SyncManager:
         self._counters = counters
         self._on_begin = on_begin
         self._running: dict[NodeKey, NodeSync] = {}
+        self._stopped = False
 
     def running(self, key: NodeKey) -> NodeSync | None:
         """The sync of this node running now, if any."""
@@ -62,7 +64,11 @@ class SyncManager:
         return len(self._running)
 
     def start(self, client: Client, node_info: NodeInfo) -> NodeSync:
-        """Synchronise a node in the background; the running sync if one runs."""
+        """Synchronise a node in the background; the running sync if one runs.
+
+        Raises :class:`CacheUnavailable` once the plugin is stopping."""
+        if self._stopped:
+            raise CacheUnavailable("the cache is stopping")
         running = self._running.get(node_info.key)
         if running is not None:
             return running
@@ -113,6 +119,11 @@ class SyncManager:
         if sync is not None:
             sync.cancel()
         return sync
+
+    async def stop(self) -> None:
+        """Start no more syncs; cancel the running ones and wait for their end."""
+        self._stopped = True
+        await self.cancel_and_wait()
 
     async def cancel_and_wait(self, keys: Iterable[NodeKey] | None = None) -> int:
         """Cancel the syncs of ``keys`` (every sync if None) and wait until they ended;

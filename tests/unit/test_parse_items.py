@@ -104,3 +104,12 @@ async def test_an_item_nested_too_deeply_is_refused_with_its_id_not_a_recursion_
     )
     with pytest.raises(UnstorableItem, match=f"'deep' is nested more than {MAX_ITEM_DEPTH}"):
         await parse_items(None, None, SERVICE, "node", [shallow, deep])  # type: ignore[arg-type]
+
+
+async def test_an_item_as_deep_as_the_limit_is_stored() -> None:
+    from libervia_cache.plugin.items import MAX_ITEM_DEPTH
+
+    payload = "<a xmlns='urn:deep'>" * MAX_ITEM_DEPTH + "</a>" * MAX_ITEM_DEPTH
+    item = parse_element(f"<item xmlns='http://jabber.org/protocol/pubsub' id='d'>{payload}</item>")
+    [(item_id, raw, __)] = await parse_items(None, None, SERVICE, "node", [item])  # type: ignore[arg-type]
+    assert item_id == "d" and raw.count("<a") == MAX_ITEM_DEPTH
