@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from libervia_cache.control.protocol import MAX_LINE_LENGTH, MAX_REPLY_LENGTH, encode
-from libervia_cache.errors import BridgeError, one_line
+from libervia_cache.errors import BridgeError, describe, one_line
 from libervia_cache.hostapi import as_deferred
 
 __all__ = [
@@ -171,12 +171,6 @@ class _Method:
             if key not in kwargs:
                 return f"missing a required argument: {key!r}"
         return None
-
-
-def _describe(failure: Failure) -> str:
-    message = one_line(str(failure.value))
-    name = failure.type.__name__ if failure.type is not None else "Exception"
-    return f"{name}: {message}" if message else name
 
 
 # --- one connection
@@ -600,7 +594,8 @@ class Bridge:
         if isinstance(failure.value, BridgeError):
             return failure.value
         log.error("bridge method %s failed:\n%s", name, failure.getTraceback())
-        return BridgeError("internal", f"{name} failed: {_describe(failure)}")
+        error = failure.value if failure.value is not None else Exception("unknown failure")
+        return BridgeError("internal", f"{name} failed: {describe(error)}")
 
     # --- the caps, shared by the connections
 

@@ -27,6 +27,8 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from libervia_cache.errors import describe
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PluginInfo",
@@ -116,11 +118,6 @@ def parse_plugin_info(module: Any) -> PluginInfo:
     )
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def _discover(
     entry_points: Iterable[EntryPointLike], quiet: bool = False
 ) -> tuple[dict[str, PluginInfo], dict[str, str]]:
@@ -131,7 +128,7 @@ def _discover(
         try:
             info = parse_plugin_info(entry_point.load())
         except Exception as e:
-            reason = _one_line(e)
+            reason = describe(e)
             if quiet:
                 failures[entry_point.name] = reason
                 continue
@@ -259,7 +256,7 @@ def load_plugins(
         try:
             instance = main_class(host)
         except Exception as e:
-            reason = _one_line(e)
+            reason = describe(e)
             if info.import_name in dependents:
                 log.error("plugin %s failed to start", info.label, exc_info=True)
                 names = ", ".join(d.label for d in dependents[info.import_name])

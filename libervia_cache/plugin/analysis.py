@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
+from libervia_cache.errors import describe
 from libervia_cache.hostapi import XEP0060, Client, as_deferred
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ async def analyse_node(
                 items, __ = await pubsub.get_items_from_network(client, service, node, max_items=1)
             except Exception as error:
                 log.info(
-                    "analysis of %s on %s: no item to look at (%s)", node, service, _short(error)
+                    "analysis of %s on %s: no item to look at (%s)", node, service, describe(error)
                 )
                 items = []
         if items:
@@ -197,7 +197,7 @@ async def analyse_node(
     try:
         analysis.configuration = await pubsub.get_configuration(client, service, node)
     except Exception as error:
-        log.debug("analysis of %s on %s: no configuration (%s)", node, service, _short(error))
+        log.debug("analysis of %s on %s: no configuration (%s)", node, service, describe(error))
     if analyser.match_cb is not None:
         data = analysis.as_dict()
         try:
@@ -211,12 +211,6 @@ async def analyse_node(
                 k: v for k, v in data.items() if k not in analysis.as_dict() and _jsonable(v)
             }
     return analysis
-
-
-def _short(error: Exception) -> str:
-    if isinstance(error, StanzaError):
-        return str(error.condition)
-    return f"{type(error).__name__}: {error}"
 
 
 def _jsonable(value: Any) -> bool:

@@ -216,9 +216,7 @@ class NodeSync:
                     describe(error),
                     " (it will be retried on the next read)" if transient else "",
                 )
-                await self._record_failure(
-                    None if transient else SyncState.ERROR, describe(error)
-                )
+                await self._record_failure(None if transient else SyncState.ERROR, describe(error))
         finally:
             self.outcome, self.error = outcome, error
             observers, self._observers = self._observers, []

@@ -299,7 +299,7 @@ async def test_other_exception_is_internal_one_line_and_logged(
     with caplog.at_level(logging.ERROR):
         error = await call_error(bridge, "crash")
     assert error.kind == "internal"
-    assert error.message == "crash failed: RuntimeError: something broke"
+    assert error.message == "crash failed: unexpected RuntimeError: something broke"
     assert "Traceback" in caplog.text
     assert "in crash" in caplog.text
 
