@@ -6,6 +6,9 @@ and of the cache; answers are compared on every request the server handles corre
 (``quirks`` of each test server say which): items in order, RSM ``count`` and
 ``index``; item-id requests as sets (servers disagree on their order); server RSM keys
 are opaque (ejabberd's are timestamps), so pages are walked with each side's own keys.
+A server that ignores RSM (Prosody 0.12: every item, no RSM data) is the model of its
+own nodes: there the cache's answer to every RSM request must be the server's answer,
+item for item (XML) and metadata for metadata.
 """
 
 from __future__ import annotations
@@ -58,6 +61,41 @@ class SyncedNode:
         assert metadata["cached"] is True
         return [i["id"] for i in items], metadata.get("rsm", {})
 
+    async def network_answer(self, **request: Any) -> Answer:
+        items, metadata = await self.daemon.xep_0060.get_items_from_network(
+            self.client, self.service, self.node, **request
+        )
+        assert metadata["cached"] is False
+        return Answer.of(items, metadata)
+
+    async def cached_answer(self, **request: Any) -> Answer:
+        answer = await self.cache.get_items_from_cache(
+            self.client, self.service, self.node, **request
+        )
+        assert answer is not None, f"the cache did not answer {request}"
+        items, metadata = answer
+        assert metadata["cached"] is True
+        return Answer.of(items, metadata)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole answer to an items request, where it came from apart."""
+
+    items: list[tuple[str, str]]  # (id, XML) in the order given
+    metadata: dict[str, Any]  # all but ``cached``
+
+    @classmethod
+    def of(cls, items: list[Any], metadata: dict[str, Any]) -> Answer:
+        return cls(
+            [(item["id"], item.toXml()) for item in items],
+            {key: value for key, value in metadata.items() if key != "cached"},
+        )
+
+    @property
+    def ids(self) -> list[str]:
+        return [item_id for item_id, __ in self.items]
+
 
 @pytest.fixture(scope="module")
 def synced(
@@ -105,9 +143,32 @@ def synced(
 
 
 def handles(synced: SyncedNode, *quirks: str) -> bool:
-    """Whether the server handles these requests correctly (else only the cache is
-    checked, against the XEP-0059 model of the node)."""
+    """Whether the server handles these requests correctly (else, on a server that
+    honours RSM, only the cache is checked, against the XEP-0059 model of the node)."""
     return all(synced.server.quirks.get(q) for q in quirks)
+
+
+async def assert_answered_like_the_server(synced: SyncedNode, **request: Any) -> Answer:
+    """The cache answers ``request`` exactly as the server does: the same items (XML) in
+    the same order, the same metadata (``complete``, ``rsm`` or its absence). Returns
+    the answer."""
+    network = await synced.network_answer(**request)
+    cached = await synced.cached_answer(**request)
+    asked = describe(request)
+    assert cached.metadata == network.metadata, asked
+    assert cached.items == network.items, asked
+    if not synced.server.quirks["rsm"]:
+        assert "rsm" not in cached.metadata, asked  # the server sends no RSM data
+    return cached
+
+
+def describe(request: dict[str, Any]) -> str:
+    """``request`` for people: the RSM request's fields rather than its repr."""
+    shown = dict(request)
+    if (asked := shown.get("rsm_request")) is not None:
+        fields = {name: getattr(asked, name) for name in ("max", "after", "before", "index")}
+        shown["rsm_request"] = {name: value for name, value in fields.items() if value is not None}
+    return repr(shown)
 
 
 def model_page(ids: list[str], request: rsm.RSMRequest) -> tuple[list[str], int]:
@@ -196,6 +257,13 @@ def model_walk(ids: list[str], page: int, backward: bool) -> list[tuple[list[str
 async def test_rsm_pages_are_the_same_walking_both_ways(
     synced: SyncedNode, page: int, backward: bool
 ) -> None:
+    if not synced.server.quirks["rsm"]:
+        # the server answers the first request of a walk with the whole node and no RSM
+        # data (no key to go on with): the cache must give that same answer
+        request = rsm.RSMRequest(max_=page, before="") if backward else rsm.RSMRequest(max_=page)
+        answer = await assert_answered_like_the_server(synced, rsm_request=request)
+        assert answer.ids == synced.ids
+        return
     expected = model_walk(synced.ids, page, backward)
     cached = await walk(synced.cached, synced.ids, page, backward)
     assert [(ids, r["index"]) for ids, r in cached] == expected
@@ -211,6 +279,12 @@ async def test_rsm_pages_are_the_same_walking_both_ways(
 
 
 async def test_rsm_pages_after_and_before_every_position(synced: SyncedNode) -> None:
+    if not synced.server.quirks["rsm"]:
+        for key in synced.ids:
+            for direction in ("after", "before"):
+                request = rsm.RSMRequest(max_=3, **{direction: key})
+                await assert_answered_like_the_server(synced, rsm_request=request)
+        return
     for key in synced.ids:
         for direction in ("after", "before"):
             request = rsm.RSMRequest(max_=3, **{direction: key})
@@ -229,6 +303,11 @@ async def test_rsm_pages_after_and_before_every_position(synced: SyncedNode) -> 
 
 
 async def test_rsm_pages_at_every_index(synced: SyncedNode) -> None:
+    if not synced.server.quirks["rsm"]:
+        for index in range(len(synced.ids)):
+            request = rsm.RSMRequest(max_=4, index=index)
+            await assert_answered_like_the_server(synced, rsm_request=request)
+        return
     for index in range(len(synced.ids)):
         request = rsm.RSMRequest(max_=4, index=index)
         cached, cached_rsm = await synced.cached(rsm_request=request)
@@ -242,7 +321,12 @@ async def test_rsm_pages_at_every_index(synced: SyncedNode) -> None:
             assert network_rsm["count"] == cached_rsm["count"]
 
 
-async def test_count_only_requests_give_the_count(synced: SyncedNode) -> None:
+async def test_count_only_requests_are_answered_like_the_server(synced: SyncedNode) -> None:
+    if not synced.server.quirks["rsm"]:
+        # no count-only answer from a server that ignores RSM: every item
+        answer = await assert_answered_like_the_server(synced, rsm_request=rsm.RSMRequest(max_=0))
+        assert answer.ids == synced.ids
+        return
     cached, cached_rsm = await synced.cached(rsm_request=rsm.RSMRequest(max_=0))
     assert cached == []
     assert cached_rsm["count"] == len(synced.ids)

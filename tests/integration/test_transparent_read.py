@@ -4,6 +4,7 @@ read is then answered from the cache with the same items in the same order."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from twisted.words.protocols.jabber.jid import JID
@@ -25,6 +26,10 @@ def ids(items: list) -> list[str]:
 
 def xml(items: list) -> list[str]:
     return [item.toXml() for item in items]
+
+
+def without_cached(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metadata.items() if key != "cached"}
 
 
 async def publish_blog(publisher: Publisher, service: JID, node: str, count: int) -> list[str]:
@@ -72,7 +77,7 @@ async def test_a_synced_node_is_answered_from_the_cache_with_the_same_items(
     assert ids(cached_items) == ids(network_items) == published[-5:]
 
 
-async def test_rsm_pages_from_the_cache_carry_count_and_index(
+async def test_rsm_requests_are_answered_from_the_cache_as_the_server_answers_them(
     daemon: Daemon,
     publisher: Publisher,
     xmpp_server: XMPPServer,
@@ -84,6 +89,28 @@ async def test_rsm_pages_from_the_cache_carry_count_and_index(
     client = daemon.get_client("bob")
     await synchronised(daemon, service, node)
 
+    if not xmpp_server.quirks["rsm"]:
+        # the server ignores RSM: whatever the page asked, every item and no RSM data;
+        # the cache answers each request exactly as the server does
+        for request in (
+            rsm.RSMRequest(max_=10),
+            rsm.RSMRequest(max_=10, after=published[9]),
+            rsm.RSMRequest(max_=10, before=""),
+        ):
+            network, network_metadata = await daemon.xep_0060.get_items(
+                client, service, node, rsm_request=request, extra={"use_cache": False}
+            )
+            cached, cached_metadata = await daemon.xep_0060.get_items(
+                client, service, node, rsm_request=request
+            )
+            assert network_metadata["cached"] is False and cached_metadata["cached"] is True
+            assert ids(network) == published
+            assert xml(cached) == xml(network)
+            assert without_cached(cached_metadata) == without_cached(network_metadata)
+            assert "rsm" not in cached_metadata and cached_metadata["complete"] is True
+        return
+
+    # RSM pages carry count and index
     first, metadata = await daemon.xep_0060.get_items(
         client, service, node, rsm_request=rsm.RSMRequest(max_=10)
     )
