@@ -16,9 +16,9 @@ a reconnection), where a test must hold the world still at a precise point.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.words.protocols.jabber.error import StanzaError
@@ -44,6 +44,9 @@ from libervia_cache.hostapi import (
 from libervia_cache.hostapi import (
     TriggerManager as TriggerManagerProtocol,
 )
+
+if TYPE_CHECKING:
+    from libervia_cache.plugin import PubsubCache
 
 SERVICE = JID("pubsub.example.org")
 ATOM = "http://www.w3.org/2005/Atom"
@@ -113,11 +116,16 @@ class FakeHost:
         self.trigger: TriggerManagerProtocol = TriggerManager()
         self.config: Config = FakeConfig(declared_config, config or {})
         self.bridge: Bridge = bridge if bridge is not None else FakeBridge()
-        self.clients: dict[str, Client] = {
+        self.clients: Mapping[str, Client] = {
             name: FakeClient(name, f"{name}@example.org") for name in profiles
         }
         self.xep_0060 = FakeXEP0060(self, service)
-        self.plugins: dict[str, Any] = {"XEP-0060": self.xep_0060}
+        self._plugins: dict[str, Any] = {"XEP-0060": self.xep_0060}
+        self.plugins: Mapping[str, Any] = self._plugins
+
+    def add_plugin(self, import_name: str, plugin: Any) -> None:
+        """Make ``plugin`` available as ``host.plugins[import_name]``."""
+        self._plugins[import_name] = plugin
 
     @property
     def default_profile(self) -> str:
@@ -127,17 +135,63 @@ class FakeHost:
         return self.clients[profile]
 
 
-@dataclass
 class Held:
-    """A request held by :meth:`FakeService.hold` until :meth:`release`."""
+    """Requests of one kind held by :meth:`FakeService.hold` until :meth:`release`.
 
-    gate: defer.Deferred[None] = field(default_factory=defer.Deferred)
-    reached: defer.Deferred[None] = field(default_factory=defer.Deferred)
-    count: int = 0
+    Each held request waits on its own Deferred, so that cancelling one (a sync being
+    cancelled) leaves the others held.
+    """
+
+    def __init__(self, let_through: int = 0, answer_first: bool = False) -> None:
+        #: requests still let through before holding begins
+        self.let_through = let_through
+        #: the answer is computed when the request arrives and delivered on release:
+        #: what happens meanwhile (events) is newer than the answer
+        self.answer_first = answer_first
+        #: requests held so far
+        self.count = 0
+        self.released = False
+        self._waiting: list[defer.Deferred[None]] = []
+        self._arrivals: list[tuple[int, defer.Deferred[None]]] = []
+        #: fired when the first request is held
+        self.reached = self.arrived(1)
+
+    def arrived(self, count: int) -> defer.Deferred[None]:
+        """A Deferred fired once ``count`` requests have been held (on the reactor turn
+        after the last one arrived)."""
+        arrival: defer.Deferred[None] = defer.Deferred()
+        if self.count >= count:
+            arrival.callback(None)
+        else:
+            self._arrivals.append((count, arrival))
+        return arrival
 
     def release(self) -> None:
-        if not self.gate.called:
-            self.gate.callback(None)
+        """Let every held request go on, and those to come."""
+        self.released = True
+        waiting, self._waiting = self._waiting, []
+        for gate in waiting:
+            if not gate.called:
+                gate.callback(None)
+
+    def passage(self) -> defer.Deferred[None] | None:
+        """The gate a new request waits on (None: it goes on at once)."""
+        from twisted.internet import reactor
+
+        if self.released:
+            return None
+        if self.let_through > 0:
+            self.let_through -= 1
+            return None
+        gate: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append(gate)
+        self.count += 1
+        for arrival in [a for a in self._arrivals if a[0] <= self.count]:
+            self._arrivals.remove(arrival)
+            # on the next turn, as a network would tell: the requester has its Deferred
+            # and waits on it, not in the middle of making the request
+            reactor.callLater(0, arrival[1].callback, None)
+        return gate
 
 
 class FakeService:
@@ -150,32 +204,44 @@ class FakeService:
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
         self._holds: dict[str, Held] = {}
         self.failures: dict[str, BaseException] = {}
-        self._subscribers: list[tuple[FakeXEP0060, Client]] = []
+        #: node -> who gets its events
+        self._subscribers: dict[str, list[tuple[FakeXEP0060, Client]]] = {}
 
     # --- the test's side ---------------------------------------------------------------
 
-    def hold(self, kind: str) -> Held:
-        """Hold every request of ``kind`` (``items``, ``subscribe``, ``payload``) until
-        the returned handle is released; ``reached`` fires when the first one arrives."""
-        held = self._holds[kind] = Held()
+    def hold(self, kind: str, *, let_through: int = 0, answer_first: bool = False) -> Held:
+        """Hold every request of ``kind`` (``items``; ``payload``: items asked by id;
+        ``subscribe``) after the first ``let_through``, until the returned handle is
+        released. With ``answer_first``, a held request's answer is the node as it was
+        when the request arrived (a page in flight while events are sent)."""
+        held = self._holds[kind] = Held(let_through, answer_first)
         return held
 
     def fail(self, kind: str, error: BaseException) -> None:
-        """Make every request of ``kind`` fail with ``error`` (until cleared)."""
+        """Make every request of ``kind`` fail with ``error`` (until :meth:`heal`)."""
         self.failures[kind] = error
 
-    def publish(self, node: str, *items: tuple[str, str], notify: bool = True) -> None:
-        """Publish (or republish: the item moves to the newest end) and notify."""
+    def heal(self, kind: str) -> None:
+        """Requests of ``kind`` succeed again."""
+        self.failures.pop(kind, None)
+
+    def publish(
+        self, node: str, *items: tuple[str, str], notify: bool = True, payloads: bool = True
+    ) -> None:
+        """Publish (or republish: the item moves to the newest end) and notify, with the
+        payloads unless ``payloads`` is False (the node option ``deliver_payloads``)."""
         entries = self.nodes.setdefault(node, [])
         for item_id, payload in items:
             entries[:] = [e for e in entries if e[0] != item_id]
             entries.append((item_id, payload))
         if notify:
             elements = [
-                self._item(item_id, payload, pubsub.NS_PUBSUB_EVENT) for item_id, payload in items
+                self._item(item_id, payload if payloads else "", pubsub.NS_PUBSUB_EVENT)
+                for item_id, payload in items
             ]
             self._notify(
-                lambda sender, recipient: pubsub.ItemsEvent(sender, recipient, node, elements, {})
+                node,
+                lambda sender, recipient: pubsub.ItemsEvent(sender, recipient, node, elements, {}),
             )
 
     def retract(self, node: str, *item_ids: str, notify: bool = True) -> None:
@@ -187,21 +253,23 @@ class FakeService:
                 element["id"] = item_id
                 elements.append(element)
             self._notify(
-                lambda sender, recipient: pubsub.ItemsEvent(sender, recipient, node, elements, {})
+                node,
+                lambda sender, recipient: pubsub.ItemsEvent(sender, recipient, node, elements, {}),
             )
 
     def purge(self, node: str) -> None:
         self.nodes[node] = []
-        self._notify(lambda sender, recipient: pubsub.PurgeEvent(sender, recipient, node, {}))
+        self._notify(node, lambda sender, recipient: pubsub.PurgeEvent(sender, recipient, node, {}))
 
     def delete(self, node: str) -> None:
         del self.nodes[node]
         self._notify(
-            lambda sender, recipient: pubsub.DeleteEvent(sender, recipient, node, None, {})
+            node, lambda sender, recipient: pubsub.DeleteEvent(sender, recipient, node, None, {})
         )
+        self._subscribers.pop(node, None)
 
-    def _notify(self, build: Callable[[JID, JID], Any]) -> None:
-        for plugin, client in list(self._subscribers):
+    def _notify(self, node: str, build: Callable[[JID, JID], Any]) -> None:
+        for plugin, client in list(self._subscribers.get(node, ())):
             plugin.dispatch_event(client, build(self.jid, client.jid))
 
     # --- the plugin's side -------------------------------------------------------------
@@ -218,11 +286,9 @@ class FakeService:
 
     async def _gate(self, kind: str) -> None:
         held = self._holds.get(kind)
-        if held is not None:
-            held.count += 1
-            if not held.reached.called:
-                held.reached.callback(None)
-            await held.gate
+        gate = held.passage() if held is not None else None
+        if gate is not None:
+            await gate
         if kind in self.failures:
             raise self.failures[kind]
 
@@ -236,7 +302,26 @@ class FakeService:
         self.requests.append(
             ("items", node, {"max_items": max_items, "item_ids": item_ids, "rsm": rsm_request})
         )
-        await self._gate("payload" if item_ids else "items")
+        kind = "payload" if item_ids else "items"
+        held = self._holds.get(kind)
+        if held is None or not held.answer_first:
+            await self._gate(kind)
+            return self._answer(node, max_items, item_ids, rsm_request)
+        try:
+            answer = self._answer(node, max_items, item_ids, rsm_request)
+        except StanzaError as error:
+            await self._gate(kind)
+            raise error from None
+        await self._gate(kind)
+        return answer
+
+    def _answer(
+        self,
+        node: str,
+        max_items: int | None,
+        item_ids: Sequence[str] | None,
+        rsm_request: rsm.RSMRequest | None,
+    ) -> tuple[list[domish.Element], dict[str, Any] | None]:
         if node not in self.nodes:
             raise StanzaError("item-not-found")
         entries = self.nodes[node]
@@ -278,8 +363,9 @@ class FakeService:
         await self._gate("subscribe")
         if node not in self.nodes:
             raise StanzaError("item-not-found")
-        if (plugin, client) not in self._subscribers:
-            self._subscribers.append((plugin, client))
+        subscribers = self._subscribers.setdefault(node, [])
+        if (plugin, client) not in subscribers:
+            subscribers.append((plugin, client))
 
 
 class FakeXEP0060:
@@ -288,7 +374,8 @@ class FakeXEP0060:
     def __init__(self, host: FakeHost, service: FakeService) -> None:
         self.host = host
         self.service = service
-        self._handlers: list[PubsubEventHandler] = []
+        #: the event handlers added, in order
+        self.handlers: list[PubsubEventHandler] = []
 
     def get_items(
         self,
@@ -352,16 +439,18 @@ class FakeXEP0060:
     def get_configuration(
         self, client: Client, service: JID | None, node: str
     ) -> defer.Deferred[dict[str, Any]]:
+        if node not in self.service.nodes:
+            return defer.fail(StanzaError("item-not-found"))
         return defer.succeed({"pubsub#max_items": "max"})
 
     def add_event_handler(self, handler: PubsubEventHandler) -> None:
-        self._handlers.append(handler)
+        self.handlers.append(handler)
 
     def remove_event_handler(self, handler: PubsubEventHandler) -> None:
-        self._handlers.remove(handler)
+        self.handlers.remove(handler)
 
     def dispatch_event(self, client: Client, event: Any) -> None:
-        for handler in list(self._handlers):
+        for handler in list(self.handlers):
             handler(client, event)
 
 
@@ -385,7 +474,7 @@ async def start_plugin(
     profiles: Sequence[str] = ("bob",),
     bridge: Any = None,
     microblog: bool = True,
-) -> tuple[Any, FakeHost]:
+) -> tuple[PubsubCache, FakeHost]:
     """The cache plugin on a :class:`FakeHost`, its store in ``directory``, started and
     with the shipped microblog analyser registered (stop it with ``plugin.stop()``)."""
     from libervia_cache.analysers.microblog import MicroblogAnalyser
@@ -397,7 +486,7 @@ async def start_plugin(
     }
     host = FakeHost(service, PLUGIN_INFO["config"], settings, profiles, bridge)  # type: ignore[arg-type]
     plugin = PubsubCache(host)
-    host.plugins["PUBSUB_CACHE"] = plugin
+    host.add_plugin("PUBSUB_CACHE", plugin)
     if microblog:
         MicroblogAnalyser(host)
     await plugin.start()

@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
+from tx_xmpp import pubsub
+
 from tests.servers.base import XMPPServer, wait_until
 
 if TYPE_CHECKING:
@@ -166,21 +169,35 @@ async def start_daemon(
     server: XMPPServer,
     profiles: Iterable[str] = ("bob",),
     database: Path | None = None,
+    connect: bool = True,
     **options: Any,
 ) -> Daemon:
-    """The reference daemon in-process, every profile connected (stop it after)."""
+    """The reference daemon in-process, every profile connected (stop it after).
+
+    ``connect=False``: started, no profile connected yet (a test may hold the network
+    path first, then connect them with :func:`connect_profiles`).
+    """
     from libervia_cache.backend.config import load_config
     from libervia_cache.backend.daemon import Daemon
 
     profiles = list(profiles)
     config = write_config(directory, server, profiles=profiles, database=database, **options)
     daemon = Daemon(load_config(config))
-    await daemon.start()
+    await daemon.start(connect=False)
+    if connect:
+        await connect_profiles(daemon, profiles)
+    return daemon
+
+
+async def connect_profiles(daemon: Daemon, profiles: Iterable[str] = ("bob",)) -> None:
+    """Connect ``profiles`` of a daemon started with ``connect=False``."""
+    profiles = list(profiles)
+    for name in profiles:
+        await daemon.connect_profile(daemon.config.profile(name))
     missing = [p for p in profiles if p not in daemon.clients]
     if missing:
         await daemon.stop()
         raise AssertionError(f"{', '.join(missing)} could not connect")
-    return daemon
 
 
 def cache_of(daemon: Daemon) -> PubsubCache:
@@ -225,52 +242,68 @@ def kill_daemon(daemon: DaemonProcess) -> int:
     return code
 
 
+#: seconds a test waits for the cache to apply an event before failing with a message
+EVENT_TIMEOUT = 20
+
+
 class AppliedEvents:
-    """Pubsub events the daemon's cache has taken into account (applied, or its node made
-    suspect), recorded as ``(node, kind, item ids)``: :meth:`wait` waits for one, no
-    polling. Servers also send events nobody asked for (the last item replayed to a new
-    subscriber), so wait for the event you caused: its kind and items."""
+    """Records the events the daemon's cache took into account (applied, or its node made
+    suspect) and waits for them, never sleep-and-hope. Servers also send events nobody
+    asked for (the last item replayed to a new subscriber): wait for the event you caused,
+    by its items (:meth:`wait_for_items`) or by a count taken before acting."""
 
     def __init__(self, daemon: Daemon) -> None:
         from libervia_cache.plugin import EVENT_APPLIED_POINT
 
-        self._daemon = daemon
-        self._point = EVENT_APPLIED_POINT
-        self.events: list[tuple[str, str, tuple[str, ...]]] = []
-        self._waiters: list[tuple[Callable[[], bool], Any]] = []
+        self.daemon = daemon
+        self.events: list[Any] = []
+        self._waiters: list[tuple[Callable[[], bool], defer.Deferred[None]]] = []
         daemon.trigger.add(EVENT_APPLIED_POINT, self._applied)
 
-    def _applied(self, client: Any, event: Any) -> None:
-        kind = type(event).__name__.removesuffix("Event").lower()
-        ids = tuple(
-            element.getAttribute("id", "") for element in getattr(event, "items", None) or ()
-        )
-        self.events.append((event.nodeIdentifier, kind, ids))
+    def _applied(self, client: Any, event: Any) -> bool:
+        self.events.append(event)
         for waiter in list(self._waiters):
-            done, deferred = waiter
-            if done():
+            condition, deferred = waiter
+            if condition():
                 self._waiters.remove(waiter)
                 deferred.callback(None)
+        return True
 
-    def seen(self, node: str, kind: str = "items", item_id: str | None = None) -> bool:
-        return any(
-            n == node and k == kind and (item_id is None or item_id in ids)
-            for n, k, ids in self.events
+    def count(self, node: str, kind: type) -> int:
+        return sum(1 for e in self.events if e.nodeIdentifier == node and isinstance(e, kind))
+
+    def mentions(self, node: str, item_id: str) -> int:
+        """How many applied items events of ``node`` published or retracted ``item_id``."""
+        return sum(
+            1
+            for e in self.events
+            if e.nodeIdentifier == node
+            and isinstance(e, pubsub.ItemsEvent)
+            and any(i.getAttribute("id") == item_id for i in e.items)
         )
 
-    async def wait(self, node: str, kind: str = "items", item_id: str | None = None) -> None:
-        """Until an event of ``kind`` (items, retract is items too, purge, delete,
-        configuration) of ``node``, holding ``item_id`` if given, was taken into account."""
-        from twisted.internet import defer
+    def wait_for_items(self, node: str, item_ids: list[str], what: str) -> defer.Deferred[None]:
+        """Wait until one more event mentioning each of ``item_ids`` was applied."""
+        targets = {i: self.mentions(node, i) + 1 for i in item_ids}
+        return self.wait(lambda: all(self.mentions(node, i) >= n for i, n in targets.items()), what)
 
-        def done() -> bool:
-            return self.seen(node, kind, item_id)
-
-        if done():
-            return
+    def wait(self, condition: Callable[[], bool], what: str) -> defer.Deferred[None]:
         deferred: defer.Deferred[None] = defer.Deferred()
-        self._waiters.append((done, deferred))
-        await deferred
+        if condition():
+            deferred.callback(None)
+            return deferred
+        self._waiters.append((condition, deferred))
+
+        def timed_out(failure: Any) -> None:
+            raise AssertionError(f"the cache did not apply {what} within {EVENT_TIMEOUT} s")
+
+        from twisted.internet import reactor
+
+        deferred.addTimeout(EVENT_TIMEOUT, reactor, onTimeoutCancel=lambda *a: None)
+        deferred.addErrback(timed_out)
+        return deferred
 
     def remove(self) -> None:
-        self._daemon.trigger.remove(self._point, self._applied)
+        from libervia_cache.plugin import EVENT_APPLIED_POINT
+
+        self.daemon.trigger.remove(EVENT_APPLIED_POINT, self._applied)

@@ -29,7 +29,8 @@ class NetworkGate:
     """Holds the ``at``-th request of ``kind`` to ``node`` (None: any node) once answered.
 
     ``reached`` fires when it is held; ``release()`` lets it go on; ``fail_with`` makes
-    it fail instead (after the server answered). ``remove()`` puts the plugin back.
+    it fail instead (after the server answered), once released, or at once with
+    ``hold=False``. ``remove()`` puts the plugin back.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class NetworkGate:
         at: int = 1,
         node: str | None = None,
         fail_with: BaseException | None = None,
+        hold: bool = True,
     ) -> None:
         self.xep_0060 = xep_0060
         self.method, self.matches = KINDS[kind]
@@ -46,6 +48,7 @@ class NetworkGate:
         self.node = node
         self.at = at
         self.fail_with = fail_with
+        self.hold = hold
         self.seen = 0
         self.reached: defer.Deferred[None] = defer.Deferred()
         self._release: defer.Deferred[None] = defer.Deferred()
@@ -63,7 +66,8 @@ class NetworkGate:
             # fired from the reactor, once this request is parked on the gate: a test
             # resuming inside this coroutine could not cancel it
             reactor.callLater(0, self.reached.callback, None)
-            await self._release
+            if self.hold:
+                await self._release
             if self.fail_with is not None:
                 raise self.fail_with
             return result

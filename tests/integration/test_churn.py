@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from twisted.words.protocols.jabber.jid import JID
+from tx_xmpp import pubsub
 
 from libervia_cache.backend.daemon import Daemon
 from libervia_cache.storage import SyncState
@@ -90,8 +91,11 @@ class Churn:
             )
             self.serial += 1
         else:
+            deletions = self.applied.count(node, pubsub.DeleteEvent)
             await self.publisher.delete_node(self.service, node)
-            await self.applied.wait(node, "delete")
+            await self.applied.wait(
+                lambda: self.applied.count(node, pubsub.DeleteEvent) > deletions, "the deletion"
+            )
             await self.publisher.create_node(self.service, node, NODE_OPTIONS)
             self.ids[node] = []
             await self.publish(node, self.rng.randint(0, 4))
@@ -111,7 +115,7 @@ class Churn:
                     self.service, node, [(marker, atom_entry(marker, "m"))], depth=1
                 )
                 self.ids[node].append(marker)
-                await self.applied.wait(node, item_id=marker)
+                await self.applied.wait_for_items(node, [marker], "the marker")
             sync = sync_of(self.daemon, self.service, node)
             if sync is not None:
                 await sync.wait()

@@ -5,74 +5,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-from twisted.internet import defer, reactor
 from twisted.words.protocols.jabber.jid import JID
 from tx_xmpp import pubsub
 
 from libervia_cache.backend.daemon import Daemon
-from libervia_cache.plugin import EVENT_APPLIED_POINT, PubsubCache
+from libervia_cache.plugin import PubsubCache
 from libervia_cache.storage import SyncState
-from tests.harness.daemon import atom_entry, cache_of
+from tests.harness.daemon import AppliedEvents, atom_entry, cache_of
 from tests.integration.conftest import synchronised
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 
 MICROBLOG = "urn:xmpp:microblog:0"
-EVENT_TIMEOUT = 20
-
-
-class AppliedEvents:
-    """Records the events the cache applied; waits for them (never sleep-and-hope)."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.events: list[Any] = []
-        self._waiters: list[tuple[Callable[[], bool], defer.Deferred[None]]] = []
-        daemon.trigger.add(EVENT_APPLIED_POINT, self._applied)
-
-    def _applied(self, client: Any, event: Any) -> bool:
-        self.events.append(event)
-        for waiter in list(self._waiters):
-            condition, deferred = waiter
-            if condition():
-                self._waiters.remove(waiter)
-                deferred.callback(None)
-        return True
-
-    def count(self, node: str, kind: type) -> int:
-        return sum(1 for e in self.events if e.nodeIdentifier == node and isinstance(e, kind))
-
-    def mentions(self, node: str, item_id: str) -> int:
-        """How many applied items events of ``node`` published or retracted ``item_id``."""
-        return sum(
-            1
-            for e in self.events
-            if e.nodeIdentifier == node
-            and isinstance(e, pubsub.ItemsEvent)
-            and any(i.getAttribute("id") == item_id for i in e.items)
-        )
-
-    def wait_for_items(self, node: str, item_ids: list[str], what: str) -> defer.Deferred[None]:
-        """Wait until one more event mentioning each of ``item_ids`` was applied."""
-        targets = {i: self.mentions(node, i) + 1 for i in item_ids}
-        return self.wait(lambda: all(self.mentions(node, i) >= n for i, n in targets.items()), what)
-
-    def wait(self, condition: Callable[[], bool], what: str) -> defer.Deferred[None]:
-        deferred: defer.Deferred[None] = defer.Deferred()
-        if condition():
-            deferred.callback(None)
-            return deferred
-        self._waiters.append((condition, deferred))
-
-        def timed_out(failure: Any) -> None:
-            raise AssertionError(f"the cache did not apply {what} within {EVENT_TIMEOUT} s")
-
-        deferred.addTimeout(EVENT_TIMEOUT, reactor, onTimeoutCancel=lambda *a: None)
-        deferred.addErrback(timed_out)
-        return deferred
 
 
 async def cache_ids(cache: PubsubCache, daemon: Daemon, service: JID, node: str) -> list[str]:

@@ -9,10 +9,7 @@ root, which the CI has); everything mounted is unmounted in a ``finally``.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,8 +26,10 @@ from libervia_cache.storage import SyncState
 from libervia_cache.storage import engine as engine_module
 from tests.harness.daemon import atom_entry, cache_of
 from tests.harness.daemon import synced as sync_ended
+from tests.harness.faults import fill, locked_by_another_process, mount, small_tmpfs
+from tests.harness.gates import NetworkGate
 from tests.integration.conftest import DaemonFactory, server_kinds, synchronise, synchronised
-from tests.integration.test_sync_lifecycle import PageGate, assert_cache_equals_server
+from tests.integration.test_sync_lifecycle import assert_cache_equals_server
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 
@@ -89,35 +88,6 @@ async def server_ids(publisher: Publisher, service: JID, node: str) -> list[str]
 
 # --- locked ------------------------------------------------------------------------------
 
-LOCKER = """
-import sqlite3, sys
-connection = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
-connection.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.readline()
-connection.execute("ROLLBACK")
-connection.close()
-"""
-
-
-@contextmanager
-def locked_by_another_process(database: Path) -> Iterator[None]:
-    """Another process holds the database's write lock (``BEGIN EXCLUSIVE``) meanwhile."""
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(database)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert locker.stdin is not None and locker.stdout is not None
-    try:
-        assert locker.stdout.readline().strip() == "locked"
-        yield
-    finally:
-        locker.stdin.write("\n")
-        locker.stdin.close()
-        assert locker.wait(timeout=30) == 0
-
 
 async def assert_failed_and_not_served(
     cache: PubsubCache,
@@ -155,12 +125,12 @@ async def test_a_locked_database_fails_syncs_clearly_keeps_serving_reads_and_los
     bob = daemon.get_client("bob")
     await synchronised(daemon, service, synced)
     # a second sync stops after its first page (fetched, not stored) ...
-    gate = PageGate(daemon, at=1)
+    gate = NetworkGate(daemon.xep_0060, "page", at=1)
     sync = await cache.management.synchronise(bob, service, unsynced)
     await gate.reached
     with locked_by_another_process(tmp_path / "cache.db"):
         # ... and goes on with the database locked: it cannot write its pages
-        gate.release.callback(None)
+        gate.release()
         await sync.wait()
         gate.remove()
         await assert_failed_and_not_served(
@@ -182,23 +152,6 @@ async def test_a_locked_database_fails_syncs_clearly_keeps_serving_reads_and_los
 
 
 # --- read-only, full -----------------------------------------------------------------------
-
-
-def mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
-
-
-@contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted on ``path`` (created), unmounted at the end."""
-    path.mkdir()
-    mount("-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path))
-    try:
-        yield path
-    finally:
-        done = subprocess.run(["umount", str(path)], capture_output=True)
-        if done.returncode != 0:  # still busy: detach it anyway, never leave it behind
-            subprocess.run(["umount", "--lazy", str(path)], check=True)
 
 
 async def test_a_read_only_database_sends_reads_to_the_network_until_it_is_writable_again(
@@ -261,19 +214,6 @@ async def test_a_read_only_database_sends_reads_to_the_network_until_it_is_writa
             await make_daemon.stop(daemon)
 
 
-def fill(directory: Path) -> Path:
-    """Fill the filesystem of ``directory`` to the last byte; the file that holds it."""
-    filler = directory / "filler"
-    with filler.open("wb", buffering=0) as out:
-        for size in (1 << 16, 1 << 12, 1 << 9, 1):
-            try:
-                while True:
-                    out.write(b"\0" * size)
-            except OSError:
-                pass
-    return filler
-
-
 async def test_a_full_disk_fails_syncs_clearly_keeps_serving_and_loses_nothing_once_space_is_back(
     make_daemon: DaemonFactory,
     xmpp_server: XMPPServer,
@@ -295,12 +235,12 @@ async def test_a_full_disk_fails_syncs_clearly_keeps_serving_and_loses_nothing_o
             bob = daemon.get_client("bob")
             await synchronised(daemon, service, synced)
             # the big node's sync has its node recorded and its first page fetched ...
-            gate = PageGate(daemon, at=1)
+            gate = NetworkGate(daemon.xep_0060, "page", at=1)
             sync = await cache.management.synchronise(bob, service, big)
             await gate.reached
             # ... when the disk fills up
             filler = fill(data)
-            gate.release.callback(None)
+            gate.release()
             await sync.wait()
             gate.remove()
             await assert_failed_and_not_served(

@@ -22,9 +22,8 @@ from libervia_cache.errors import BridgeError
 from libervia_cache.plugin.sync import Outcome
 from libervia_cache.plugin.xml import parse_element
 from libervia_cache.storage import SyncState
-from tests.harness.daemon import DaemonProcess, atom_entry, cache_of, write_config
+from tests.harness.daemon import AppliedEvents, DaemonProcess, atom_entry, cache_of, write_config
 from tests.integration.conftest import server_kinds, synchronise, synchronised
-from tests.integration.test_events import AppliedEvents
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 

@@ -4,7 +4,6 @@ restarts, the per-node limit, write-back of nodes that are not synchronised."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from twisted.internet import defer, error
@@ -15,9 +14,16 @@ from tx_xmpp import pubsub, rsm
 from libervia_cache.backend.daemon import Daemon
 from libervia_cache.hostapi import ConfigurationEvent
 from libervia_cache.storage import SyncState
-from tests.harness.daemon import atom_entry, cache_of, sync_of, synced
+from tests.harness.daemon import (
+    AppliedEvents,
+    atom_entry,
+    cache_of,
+    connect_profiles,
+    sync_of,
+    synced,
+)
+from tests.harness.gates import NetworkGate
 from tests.integration.conftest import DaemonFactory, synchronised
-from tests.integration.test_events import AppliedEvents
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import Publisher
 
@@ -25,41 +31,6 @@ MICROBLOG = "urn:xmpp:microblog:0"
 
 #: small pages: a node of a dozen items takes several
 pytestmark = pytest.mark.daemon_options(sync_page_size=5)
-
-
-class PageGate:
-    """Wraps the network path of the sync: holds page ``at`` (fetched, not yet handed
-    to the sync) until released, or fails it."""
-
-    def __init__(self, daemon: Daemon, at: int = 1, fail_with: Exception | None = None) -> None:
-        self.xep_0060 = daemon.xep_0060
-        self.original = daemon.xep_0060.get_items_from_network
-        self.at = at
-        self.fail_with = fail_with
-        self.pages = 0
-        self.reached: defer.Deferred[None] = defer.Deferred()
-        self.release: defer.Deferred[None] = defer.Deferred()
-        self.xep_0060.get_items_from_network = self._get_items  # type: ignore[method-assign]
-
-    def _get_items(self, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
-        if kwargs.get("rsm_request") is None:  # not a sync page (analysis, payloads)
-            return self.original(*args, **kwargs)
-        self.pages += 1
-        if self.pages != self.at:
-            return self.original(*args, **kwargs)
-
-        async def held() -> Any:
-            result = await self.original(*args, **kwargs)
-            if self.fail_with is not None:
-                raise self.fail_with
-            self.reached.callback(None)
-            await self.release
-            return result
-
-        return defer.Deferred.fromCoroutine(held())
-
-    def remove(self) -> None:
-        self.xep_0060.get_items_from_network = self.original  # type: ignore[method-assign]
 
 
 async def make_node(
@@ -108,7 +79,7 @@ async def test_events_during_a_sync_win_over_older_pages(
     node = fresh_node(MICROBLOG)
     ids = await make_node(publisher, service, node, 18)
     applied = AppliedEvents(daemon)
-    gate = PageGate(daemon, at=1)
+    gate = NetworkGate(daemon.xep_0060, "page", at=1)
     sync = defer.Deferred.fromCoroutine(synchronised(daemon, service, node))
     await gate.reached  # the newest page is fetched, not stored; bob is subscribed
     # an old item the sync has not stored yet is retracted, a stored-to-be one changes,
@@ -118,7 +89,7 @@ async def test_events_during_a_sync_win_over_older_pages(
     await publisher.publish(service, node, [(ids[-1], atom_entry(ids[-1], "changed"))])
     await publisher.publish(service, node, [("new", atom_entry("new", "new"))])
     await waiting
-    gate.release.callback(None)
+    gate.release()
     await sync
     gate.remove()
     await assert_cache_equals_server(daemon, publisher, service, node)
@@ -132,7 +103,7 @@ async def test_a_purge_during_a_sync_restarts_it(
     await make_node(publisher, service, node, 12)
     cache = cache_of(daemon)
     applied = AppliedEvents(daemon)
-    gate = PageGate(daemon, at=1)
+    gate = NetworkGate(daemon.xep_0060, "page", at=1)
     cache.syncs.start(
         daemon.get_client("bob"),
         await cache.store_access.require().get_or_create_node(
@@ -150,7 +121,7 @@ async def test_a_purge_during_a_sync_restarts_it(
     gate.remove()
     await assert_cache_equals_server(daemon, publisher, service, node)
     # the first sync, cancelled, wrote nothing after the purge
-    assert gate.pages == 2
+    assert gate.seen == 2
 
 
 async def test_a_failed_sync_sets_error_keeps_nothing_and_is_retried_only_on_demand(
@@ -163,10 +134,12 @@ async def test_a_failed_sync_sets_error_keeps_nothing_and_is_retried_only_on_dem
     store = cache.store_access.require()
     client = daemon.get_client("bob")
     # the first page is stored, the second fails (Prosody: the only page fails)
-    gate = PageGate(
-        daemon,
+    gate = NetworkGate(
+        daemon.xep_0060,
+        "page",
         at=1 if not xmpp_server.quirks["rsm"] else 2,
         fail_with=StanzaError("internal-server-error"),
+        hold=False,
     )
     __, metadata = await daemon.xep_0060.get_items(client, service, node)
     assert metadata["cached"] is False
@@ -195,7 +168,7 @@ async def test_a_sync_cut_by_a_lost_connection_is_redone_on_the_next_read(
     await make_node(publisher, service, node, 12)
     store = cache_of(daemon).store_access.require()
     client = daemon.get_client("bob")
-    gate = PageGate(daemon, at=1, fail_with=error.ConnectionLost())
+    gate = NetworkGate(daemon.xep_0060, "page", at=1, fail_with=error.ConnectionLost(), hold=False)
     await daemon.xep_0060.get_items(client, service, node)
     sync = sync_of(daemon, service, node)
     assert sync is not None
@@ -228,12 +201,17 @@ async def test_a_sync_left_in_progress_by_a_crash_is_redone_at_start(
     await store.update_node(node_info.id, sync_state=SyncState.IN_PROGRESS)
     await make_daemon.stop(first)
 
-    second = await make_daemon()
+    second = await make_daemon(connect=False)
+    # the redone sync is held on its first page: the state is checked while it runs
+    gate = NetworkGate(second.xep_0060, "page", node=node)
+    await connect_profiles(second)
     cache = cache_of(second)
+    await gate.reached
     sync = sync_of(second, service, node)
     assert sync is not None, "the half-done sync is started again"
     # while it runs, the partial node is never served
     assert await cache.get_items_from_cache(second.get_client("bob"), service, node) is None
+    gate.remove()
     await sync.wait()
     await assert_cache_equals_server(second, publisher, service, node)
 
