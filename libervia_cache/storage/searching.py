@@ -101,11 +101,15 @@ OPERATOR_SQL: dict[str, Callable[[str, Any], ColumnElement[bool]]] = {
 }
 
 #: order key -> SQL expression
-ORDER_SQL: dict[str, Callable[[], Field]] = {
-    "creation": lambda: items.c.created,
-    "modification": lambda: items.c.updated,
-    "item_id": lambda: items.c.item_id,
-    "rank": lambda: fts.c.rank,
+#: order key -> (grouping terms, always ascending; the term the direction applies to).
+#: ``creation`` and ``modification`` follow each node's own order (its server's: first
+#: publication, or last publication with republished items moved), node by node: the
+#: times the cache stored items say nothing of it (a sync stores the newest page first).
+ORDER_SQL: dict[str, Callable[[], tuple[tuple[Field, ...], Field]]] = {
+    "creation": lambda: ((items.c.node_id,), items.c.creation_position),
+    "modification": lambda: ((items.c.node_id,), items.c.position),
+    "item_id": lambda: ((), items.c.item_id),
+    "rank": lambda: ((), fts.c.rank),
 }
 
 
@@ -142,15 +146,17 @@ def node_conditions(
     return conditions
 
 
-def _order_term(order: OrderBy) -> UnaryExpression[Any]:
+def _order_terms(order: OrderBy) -> list[UnaryExpression[Any]]:
+    groups: tuple[Field, ...] = ()
     if order.path is not None:
         from .query import to_json_path
 
         expression = _field(to_json_path(order.path))
     else:
         assert order.key is not None
-        expression = ORDER_SQL[order.key]()
-    return expression.desc() if order.descending else expression.asc()
+        groups, expression = ORDER_SQL[order.key]()
+    last = expression.desc() if order.descending else expression.asc()
+    return [*(group.asc() for group in groups), last]
 
 
 def search_statement(query: SearchQuery) -> Select[Any]:
@@ -182,11 +188,11 @@ def search_statement(query: SearchQuery) -> Select[Any]:
     conditions.extend(parsed_condition(f) for f in query.parsed)
     statement = statement.where(and_(true(), *conditions))
     if query.order_by:
-        order = [_order_term(o) for o in query.order_by]
+        order = [term for o in query.order_by for term in _order_terms(o)]
     elif query.fts is not None:
         order = [fts.c.rank.asc()]
-    else:
-        order = [items.c.updated.desc()]
+    else:  # newest first, in each node's own order
+        order = [items.c.node_id.asc(), items.c.position.desc()]
     # a total order, so that index/limit paging is stable
     order.append(items.c.id.desc())
     statement = statement.order_by(*order)

@@ -166,3 +166,27 @@ async def test_purge_keeps_pages_exact(store: Store) -> None:
 async def test_invalid_purge_filter_is_rejected(store: Store) -> None:
     with pytest.raises(SearchQueryError, match="created_after"):
         await store.purge({"created_after": "2020-01-01"})
+
+
+async def test_creation_and_modification_orders_follow_the_node_not_the_storing_time(
+    store: Store,
+) -> None:
+    """A sync stores the newest page first: the order of a node is its own, not the times
+    its items reached the cache."""
+    from .conftest import items
+
+    node = await store.get_or_create_node("alice", "svc", "blog")
+    token = await store.begin_sync(node.id, {})
+    await store.cache_items(node.id, items("c", "d"), where="oldest", token=token)
+    await store.cache_items(node.id, items("a", "b"), where="oldest", complete=True, token=token)
+    await store.cache_items(node.id, items("b"))  # republished: the newest modification
+
+    async def ids(**query: Any) -> list[str]:
+        return [r["item_id"] for r in await store.search(query)]
+
+    assert await ids(**{"order-by": [{"order": "creation"}]}) == ["a", "b", "c", "d"]
+    assert await ids(**{"order-by": [{"order": "creation", "direction": "desc"}]}) == [
+        "d", "c", "b", "a",
+    ]  # fmt: skip
+    assert await ids(**{"order-by": [{"order": "modification"}]}) == ["a", "c", "d", "b"]
+    assert await ids() == ["b", "d", "c", "a"]  # default: newest modification first
