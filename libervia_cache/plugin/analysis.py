@@ -130,9 +130,6 @@ class AnalyserRegistry:
         self._analysers[name] = registered
         return registered
 
-    def unregister(self, name: str) -> None:
-        del self._analysers[name.strip().lower()]
-
     def match_node(self, node: str) -> Analyser | None:
         """The analyser with the longest node-name prefix matching ``node``."""
         best: Analyser | None = None

@@ -54,6 +54,7 @@ class Status:
             "state": info.sync_state.name if info.sync_state else None,
             "error": info.sync_error,
             "held": self._holds.reason(info.profile, info.id),
+            "suspect_because": self._holds.why_suspect(info.id),
             "state_changed": info.sync_state_updated.isoformat()
             if info.sync_state_updated
             else None,
