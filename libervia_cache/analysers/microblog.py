@@ -13,11 +13,13 @@ their items are parsed by :func:`parse_item` into JSON that search can filter on
 
 from __future__ import annotations
 
+import email.utils
 import html.parser
 import logging
 import math
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
@@ -52,6 +54,14 @@ _XHTML_BLOCKS = frozenset(
         "hr", "li", "ol", "p", "pre", "section", "table", "tr", "ul",
     }
 )  # fmt: skip
+
+
+#: ``type`` values of an Atom text element holding XHTML elements
+_XHTML_TYPES = frozenset({"xhtml", "application/xhtml+xml"})
+#: ``type`` values of an Atom text element holding escaped HTML
+_HTML_TYPES = frozenset({"html", "text/html"})
+#: HTML elements whose text is no human text
+_HTML_HIDDEN = frozenset({"script", "style", "template"})
 
 
 class _CachePlugin(Protocol):
@@ -102,15 +112,21 @@ class _HTMLText(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self._hidden = 0
 
     def handle_data(self, data: str) -> None:
-        self.parts.append(data)
+        if not self._hidden:
+            self.parts.append(data)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _HTML_HIDDEN:
+            self._hidden += 1
         if tag in _XHTML_BLOCKS:
             self.parts.append("\n")
 
     def handle_endtag(self, tag: str) -> None:
+        if tag in _HTML_HIDDEN and self._hidden:
+            self._hidden -= 1
         if tag in _XHTML_BLOCKS:
             self.parts.append("\n")
 
@@ -155,15 +171,20 @@ def _parse_text_constructs(entry: domish.Element, name: str, data: dict[str, Any
     """Fill ``data[name]`` (plain text) and ``data[name + "_xhtml"]`` from Atom text.
 
     XEP-0277 allows one element per type (e.g. a ``text`` and an ``xhtml`` content); the
-    plain text comes from the ``text`` one when present, otherwise from the text of the
-    ``xhtml`` (tags removed) or ``html`` one. ``html`` (escaped markup) is kept as
-    ``name + "_html"``.
+    plain text comes from the ``text`` one when present (kept as written), otherwise from
+    the text of the ``xhtml`` (tags removed) or ``html`` one. ``html`` (escaped markup)
+    is kept as ``name + "_html"``; an ``xhtml`` element holding text and no elements is
+    escaped markup too.
     """
     plain: str | None = None
     derived: str | None = None
     for element in _children(entry, name):
         kind = (_attribute(element, "type") or "text").lower()
-        if kind in ("xhtml", "application/xhtml+xml"):
+        if kind in _XHTML_TYPES and not any(True for _ in element.elements()):
+            # no XHTML elements, only text: escaped markup, as feedparser-based
+            # gateways write Atom xhtml content (invalid Atom, but real)
+            kind = "html"
+        if kind in _XHTML_TYPES:
             div = next(
                 (c for c in element.elements() if c.name == "div" and c.uri == NS_XHTML),
                 None,
@@ -175,7 +196,7 @@ def _parse_text_constructs(entry: domish.Element, name: str, data: dict[str, Any
                     data[f"{name}_xhtml"] = xml
             if derived is None:
                 derived = _text(root) or None
-        elif kind in ("html", "text/html"):
+        elif kind in _HTML_TYPES:
             markup = "".join(_iter_text(element)).strip()
             if markup and f"{name}_html" not in data:
                 data[f"{name}_html"] = markup
@@ -188,14 +209,54 @@ def _parse_text_constructs(entry: domish.Element, name: str, data: dict[str, Any
         data[name] = text
 
 
-def _parse_date(entry: domish.Element, name: str, data: dict[str, Any]) -> None:
-    """Fill ``data[name]`` (ISO 8601, UTC) and ``data[name + "_ts"]`` (epoch seconds).
+def _read_iso_8601(text: str) -> datetime:
+    # RFC 3339 allows lower-case "t" and "z"; fromisoformat does not
+    return datetime.fromisoformat(text.upper())
 
-    RFC 3339 dates (``2024-03-01T10:00:00+01:00``, ``...Z``) and other ISO 8601 forms
-    Python understands are accepted; a date without offset is taken as UTC. The string
-    is normalised to ``YYYY-MM-DDTHH:MM:SSZ`` (fixed width, so that it also sorts as
-    text; sub-second precision is kept in the timestamp only). An unparsable date is
-    kept as ``name + "_raw"`` and has no timestamp.
+
+#: How a date may be written, tried in order: RFC 3339 and the ISO 8601 forms Python
+#: reads (offsets with or without colon, fractions, ``Z``, a space for ``T``), as Atom
+#: and XEP-0082 ask and Movim's PHP ``DATE_ISO8601`` writes (``+0100``); then RFC 2822
+#: (``Mon, 06 Sep 2021 16:45:00 +0000``), the RSS date that feed-to-pubsub gateways
+#: (atomtopubsub, Slixfeed) pass through unchanged.
+_DATE_READERS: tuple[Callable[[str], datetime], ...] = (
+    _read_iso_8601,
+    email.utils.parsedate_to_datetime,
+)
+
+#: a leap second (``23:59:60``, RFC 3339 §5.7), which :class:`datetime` cannot hold
+_LEAP_SECOND_RE = re.compile(r"(?<=\d\d:\d\d):60(?!\d)")
+
+
+def parse_date(raw: str) -> datetime | None:
+    """The instant a date names, in UTC, or None if it cannot be read.
+
+    Accepts RFC 3339 / ISO 8601 (see :data:`_DATE_READERS`) and RFC 2822 dates. A date
+    without offset (or RFC 2822's ``-0000``) is taken as UTC. A leap second
+    (``1990-12-31T23:59:60Z``) is read as the next second (``1991-01-01T00:00:00Z``),
+    since POSIX time has no room for it.
+    """
+    text, leap_seconds = _LEAP_SECOND_RE.subn(":59", raw.strip(), count=1)
+    for read in _DATE_READERS:
+        try:
+            moment = read(text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            moment = moment.astimezone(UTC) + timedelta(seconds=leap_seconds)
+            if math.isfinite(moment.timestamp()):
+                return moment
+        except (ValueError, TypeError, IndexError, OverflowError, OSError):
+            continue
+    return None
+
+
+def _parse_date(entry: domish.Element, name: str, data: dict[str, Any]) -> None:
+    """Fill ``data[name]`` (UTC) and ``data[name + "_ts"]`` (POSIX timestamp).
+
+    Dates are read by :func:`parse_date`. The string is normalised to
+    ``YYYY-MM-DDTHH:MM:SSZ`` (fixed width, so that it also sorts as text; sub-second
+    precision is kept in the timestamp only). An unreadable date is kept as
+    ``name + "_raw"`` and has no timestamp.
     """
     element = next(iter(_children(entry, name)), None)
     if element is None:
@@ -203,17 +264,8 @@ def _parse_date(entry: domish.Element, name: str, data: dict[str, Any]) -> None:
     raw = "".join(_iter_text(element)).strip()
     if not raw:
         return
-    try:
-        # RFC 3339 allows lower-case "t" and "z"; fromisoformat does not
-        moment = datetime.fromisoformat(raw.upper())
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        moment = moment.astimezone(UTC)
-        timestamp = moment.timestamp()
-    except (ValueError, OverflowError, OSError):
-        data[f"{name}_raw"] = raw
-        return
-    if not math.isfinite(timestamp):
+    moment = parse_date(raw)
+    if moment is None:
         data[f"{name}_raw"] = raw
         return
     # not strftime: "%Y" does not pad years before 1000 on every platform
@@ -221,7 +273,7 @@ def _parse_date(entry: domish.Element, name: str, data: dict[str, Any]) -> None:
         f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
         f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z"
     )
-    data[f"{name}_ts"] = timestamp
+    data[f"{name}_ts"] = moment.timestamp()
 
 
 def _jid_from_uri(uri: str) -> str | None:
@@ -330,8 +382,10 @@ def parse_item(
         - ``author``: ``{"name", "uri", "email", "jid"}`` with what exists (``jid`` from
           an ``xmpp:`` uri)
         - ``published``, ``updated``: ``YYYY-MM-DDTHH:MM:SSZ`` in UTC, with
-          ``published_ts``, ``updated_ts`` as float epoch seconds; an unparsable date
-          is kept as ``published_raw``/``updated_raw`` without timestamp
+          ``published_ts``, ``updated_ts`` as POSIX timestamps (float seconds); dates
+          are read in RFC 3339 / ISO 8601 and RFC 2822 forms (:func:`parse_date`); an
+          unreadable date is kept as ``published_raw``/``updated_raw`` without
+          timestamp
         - ``tags``: category terms, in order, deduplicated
         - ``links``: ``[{"rel", "href", "type", "title"}]`` with what exists
         - ``comments``: hrefs of ``rel="replies"`` links titled ``comments``

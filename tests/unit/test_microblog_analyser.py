@@ -123,6 +123,72 @@ def test_normalised_dates_are_fixed_width_even_before_year_1000() -> None:
     assert data["published"] == "0042-01-02T03:04:05Z"
 
 
+@pytest.mark.parametrize(
+    ("written", "normalised", "timestamp"),
+    [
+        # RFC 3339 / ISO 8601
+        ("2021-09-06T16:45:00Z", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("2021-09-06t16:45:00z", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("2021-09-06T18:45:00+02:00", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("2021-09-06T11:45:00-05:00", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("2021-09-06T16:45:00.25Z", "2021-09-06T16:45:00Z", 1630946700.25),
+        ("2021-09-06T17:45:00.418277+01:00", "2021-09-06T16:45:00Z", 1630946700.418277),
+        ("2021-09-06 16:45:00Z", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("2021-09-06T16:45:00", "2021-09-06T16:45:00Z", 1630946700.0),
+        # ISO 8601 basic offsets, as PHP's DATE_ISO8601 writes them (Movim 2015-2024)
+        ("2021-09-06T17:45:00+0100", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("2021-09-06T16:45:00+0000", "2021-09-06T16:45:00Z", 1630946700.0),
+        # an odd offset before 1970 (RFC 3339 §5.8)
+        ("1937-01-01T12:00:27.87+00:20", "1937-01-01T11:40:27Z", -1041337172.13),
+        # RFC 2822, as RSS-to-pubsub gateways pass pubDate through
+        ("Mon, 06 Sep 2021 16:45:00 +0000", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("Mon, 06 Sep 2021 18:45:00 +0200", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("06 Sep 2021 16:45:00 GMT", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("Mon, 06 Sep 2021 16:45:00 -0000", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("Mon, 06 Sep 2021 11:45:00 EST", "2021-09-06T16:45:00Z", 1630946700.0),
+        ("Mon, 6 Sep 21 16:45 UT", "2021-09-06T16:45:00Z", 1630946700.0),
+    ],
+)
+def test_dates_are_read_in_rfc_3339_iso_8601_and_rfc_2822_forms(
+    written: str, normalised: str, timestamp: float
+) -> None:
+    data = parse(item(f"<entry xmlns='{NS_ATOM}'><updated>{written}</updated></entry>"))
+    assert data["updated"] == normalised
+    assert data["updated_ts"] == pytest.approx(timestamp, abs=1e-6)
+    assert "updated_raw" not in data
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "1990-12-31T23:59:60Z",
+        "1990-12-31T15:59:60-08:00",
+        "1990-12-31t23:59:60z",
+        "Mon, 31 Dec 1990 23:59:60 +0000",
+    ],
+)
+def test_a_leap_second_is_read_as_the_next_second(written: str) -> None:
+    data = parse(item(f"<entry xmlns='{NS_ATOM}'><published>{written}</published></entry>"))
+    assert data["published"] == "1991-01-01T00:00:00Z"
+    assert data["published_ts"] == 662688000.0
+
+
+def test_a_leap_second_keeps_its_fraction() -> None:
+    data = parse(
+        item(f"<entry xmlns='{NS_ATOM}'><published>1990-12-31T23:59:60.5Z</published></entry>")
+    )
+    assert data["published_ts"] == 662688000.5
+
+
+@pytest.mark.parametrize(
+    "written", ["TIME", "1990-12-31T23:60:00Z", "9999-12-31T23:59:60Z", "Mon, 32 Sep 2021"]
+)
+def test_unreadable_dates_are_kept_raw(written: str) -> None:
+    data = parse(item(f"<entry xmlns='{NS_ATOM}'><published>{written}</published></entry>"))
+    assert data["published_raw"] == written
+    assert "published" not in data and "published_ts" not in data
+
+
 def test_xhtml_content_gives_plain_text_and_serialised_xhtml() -> None:
     data = parse(
         item(
@@ -164,6 +230,43 @@ def test_html_content_is_kept_escaped_and_its_text_extracted() -> None:
     )
     assert data["content_html"] == "<p>Hello &amp; <b>world</b></p>"
     assert data["content"] == "Hello & world"
+
+
+@pytest.mark.parametrize("kind", ["html", "text/html", "HTML"])
+def test_html_content_by_any_of_its_type_names_gives_its_text(kind: str) -> None:
+    data = parse(
+        item(
+            f'<entry xmlns="{NS_ATOM}"><content type="{kind}">'
+            "&lt;p&gt;We &lt;a href='x' rel='nofollow'&gt;announce&lt;/a&gt;&lt;/p&gt;"
+            "&lt;script&gt;track()&lt;/script&gt;&lt;p&gt;it&lt;/p&gt;</content></entry>"
+        )
+    )
+    assert data["content"] == "We announce\nit"
+    assert "content_html" in data
+
+
+def test_xhtml_content_holding_escaped_markup_is_read_as_html() -> None:
+    """feedparser-based gateways write Atom xhtml content as escaped text under
+    ``application/xhtml+xml``: invalid Atom, but real."""
+    data = parse(
+        item(
+            f'<entry xmlns="{NS_ATOM}"><content type="application/xhtml+xml">'
+            "&lt;p&gt;Hello &lt;b&gt;world&lt;/b&gt;&lt;/p&gt;</content></entry>"
+        )
+    )
+    assert data["content"] == "Hello world"
+    assert data["content_html"] == "<p>Hello <b>world</b></p>"
+    assert "content_xhtml" not in data
+
+
+def test_text_content_holding_markup_is_kept_as_written() -> None:
+    data = parse(
+        item(
+            f'<entry xmlns="{NS_ATOM}">'
+            '<title type="text">&lt;b&gt;R&amp;D&lt;/b&gt;</title></entry>'
+        )
+    )
+    assert data["title"] == "<b>R&D</b>"
 
 
 def test_cdata_is_read_as_text() -> None:

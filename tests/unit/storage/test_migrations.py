@@ -208,3 +208,58 @@ def test_revisions_have_upgrade_and_downgrade() -> None:
         for revision in script.walk_revisions():
             module: Any = revision.module
             assert callable(module.upgrade) and callable(module.downgrade)
+
+
+HTML_ITEM = (
+    "<item xmlns='http://jabber.org/protocol/pubsub' id='bridged'>"
+    "<entry xmlns='http://www.w3.org/2005/Atom'><title>Release</title>"
+    "<content type='html'>&lt;p&gt;We &lt;a href=\"https://example.org/\" "
+    'rel="nofollow"&gt;announce&lt;/a&gt; it&lt;/p&gt;</content></entry></item>'
+)
+
+
+def fts_matches(path: Path, word: str) -> bool:
+    with sqlite3.connect(path) as connection:
+        return bool(
+            connection.execute(
+                "SELECT rowid FROM pubsub_items_fts WHERE pubsub_items_fts MATCH ?", (word,)
+            ).fetchall()
+        )
+
+
+async def test_0004_reindexes_the_human_text_of_html_both_ways(tmp_path: Path) -> None:
+    """0004 recomputes every item's text: escaped HTML is indexed as its text (no
+    ``href``, ``nofollow``); its downgrade goes back to the text nodes as 0002 wrote them."""
+    path = tmp_path / "cache.db"
+    await migrate_to(path, "0003")
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO pubsub_nodes (profile, service, name, subscribed, extra) "
+            "VALUES ('p', 's', 'n', 0, '{}')"
+        )
+        connection.execute(
+            "INSERT INTO pubsub_items (node_id, item_id, data, created, updated, position, "
+            "creation_position, text) VALUES (1, 'bridged', ?, '2020-01-01 00:00:00', "
+            "'2020-01-01 00:00:00', 0, 0, ?)",
+            # the text an 0003 store wrote: the escaped markup's text nodes as they are
+            (
+                HTML_ITEM,
+                'Release <p>We <a href="https://example.org/" rel="nofollow">announce</a> it</p>',
+            ),
+        )
+    assert fts_matches(path, "href") and fts_matches(path, "nofollow")
+
+    await migrate_to(path, "0004")
+    assert not fts_matches(path, "href") and not fts_matches(path, "nofollow")
+    assert fts_matches(path, "announce")
+    store = await Store.open(f"sqlite+aiosqlite:///{path}")
+    try:
+        assert await store.search({"fts": "href"}) == []
+        assert [r["item_id"] for r in await store.search({"fts": "announce"})] == ["bridged"]
+    finally:
+        await store.close()
+    assert table_rows(path)["pubsub_items"][0]["text"] == "Release We announce it"
+
+    await migrate_to(path, "0003")
+    assert fts_matches(path, "href") and fts_matches(path, "announce")
+    assert "href" in table_rows(path)["pubsub_items"][0]["text"]
