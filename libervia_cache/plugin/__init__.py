@@ -286,7 +286,7 @@ class PubsubCache:
             extra,
         )
         try:
-            await self.writeback.record(client, request, items)
+            await self.writeback.record(client, request, items, metadata)
         except STORE_ERRORS as error:
             self.store_access.failed(error, f"recording node {node}")
         return True

@@ -22,6 +22,7 @@ from tx_xmpp import pubsub
 from libervia_cache.errors import describe
 from libervia_cache.hostapi import XEP0060, Client, ConfigurationEvent, TriggerManager
 from libervia_cache.plugin.analysis import AnalyserRegistry
+from libervia_cache.plugin.behaviour import ServerBehaviour
 from libervia_cache.plugin.counters import Counters
 from libervia_cache.plugin.holds import Holds
 from libervia_cache.plugin.items import UnstorableItem, parse_items
@@ -142,7 +143,7 @@ class EventApplier:
         if running is not None:
             # before any await: a page fetched from now on may hold an older version
             running.note_event(
-                retracted + [i.getAttribute("id") for i in published if i.getAttribute("id")]
+                [i.getAttribute("id") for i in published if i.getAttribute("id")], retracted
             )
         if published:
             service = JID(node_info.service)
@@ -167,12 +168,67 @@ class EventApplier:
             except UnstorableItem as error:
                 self.suspect(client, node_info, str(error))
                 return
-            limit = (
-                self._settings.cache_limit if node_info.sync_state is SyncState.COMPLETED else None
+            completed = node_info.sync_state is SyncState.COMPLETED
+            behaviour = ServerBehaviour.of(node_info.extra)
+            republished = await store.held_item_ids(node_info.id, [row[0] for row in parsed])
+            newest_before = await self._newest(node_info) if republished else None
+            await store.cache_items(
+                node_info.id,
+                parsed,
+                where="newest",
+                limit=self._settings.cache_limit if completed else None,
+                # where the server keeps a republished item: in its place, or moved
+                keep_place=not behaviour.republish_moves,
             )
-            await store.cache_items(node_info.id, parsed, where="newest", limit=limit)
+            if completed and republished and not behaviour.republish_checked:
+                await self._check_republish(
+                    client, node_info, behaviour, republished, newest_before
+                )
         if retracted:
             await store.delete_items(node_info.id, retracted)
+
+    async def _newest(self, node_info: NodeInfo) -> str | None:
+        page = await self._store_access.require().get_items(node_info.id, max_items=1)
+        return page.item_ids[-1] if page.item_ids else None
+
+    async def _check_republish(
+        self,
+        client: Client,
+        node_info: NodeInfo,
+        behaviour: ServerBehaviour,
+        republished: set[str],
+        newest_before: str | None,
+    ) -> None:
+        """The node's first republication: ask the server where it put the item (one
+        request: its newest item) and follow it. A wrong guess resynchronises the node;
+        until the answer, the node is held."""
+        candidates = republished - {newest_before}
+        if not candidates:
+            return  # the newest item again: both ways agree, nothing learnt
+        self._holds.suspect(node_info.id, "checking where the server puts republished items")
+        try:
+            items, __ = await self._pubsub.get_items_from_network(
+                client, JID(node_info.service), node_info.name, max_items=1
+            )
+        except Exception as error:
+            self.suspect(client, node_info, f"the republication check failed: {describe(error)}")
+            return
+        newest = items[-1].getAttribute("id") if items else None
+        if newest in candidates:
+            measured = behaviour.replace(republish_moves=True, republish_checked=True)
+        elif newest == newest_before:
+            measured = behaviour.replace(republish_moves=False, republish_checked=True)
+        else:  # something else came meanwhile: learn nothing, trust nothing
+            self.suspect(client, node_info, "the republication check was inconclusive")
+            return
+        store = self._store_access.require()
+        await store.update_node(
+            node_info.id, extra={**node_info.extra, "server": measured.to_json()}
+        )
+        if measured.republish_moves != behaviour.republish_moves:
+            self.suspect(client, node_info, "the server orders republished items otherwise")
+            return
+        self._holds.release(node_info.id)
 
     async def _purge(self, client: Client, node_info: NodeInfo, event: Any) -> None:
         if node_info.sync_state not in SYNCED:

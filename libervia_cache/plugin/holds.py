@@ -57,6 +57,10 @@ class Holds:
     def suspect(self, node_id: int, why: str) -> None:
         self._suspect[node_id] = why
 
+    def release(self, node_id: int) -> None:
+        """The suspicion is lifted (what made the node suspect was checked)."""
+        self._suspect.pop(node_id, None)
+
     def sync_began(self, node_id: int) -> None:
         """A new sync owns the node: its state now keeps it from being served."""
         self._unchecked.discard(node_id)

@@ -21,13 +21,14 @@ from tx_xmpp import rsm
 
 from libervia_cache.errors import describe
 from libervia_cache.hostapi import Client, ItemsResult, answer_metadata
+from libervia_cache.plugin.behaviour import ServerBehaviour
 from libervia_cache.plugin.holds import Holds
 from libervia_cache.plugin.items import ITEM_QNAME
 from libervia_cache.plugin.settings import Settings
 from libervia_cache.plugin.store_access import STORE_ERRORS, StoreAccess
 from libervia_cache.plugin.syncs import SyncManager
 from libervia_cache.plugin.xml import LazyElement
-from libervia_cache.storage import NodeChanged, NodeInfo, SyncState, UnknownRSMKey
+from libervia_cache.storage import ItemsPage, NodeChanged, NodeInfo, SyncState, UnknownRSMKey
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Miss(enum.Enum):
     SUSPECT = "may have missed a change"
     TRUNCATED = "node larger than the cache limit"
     UNKNOWN_RSM_KEY = "unknown RSM key"
+    UNKNOWN_ID = "an item id the node does not hold"
 
 
 #: hold reason (:mod:`.holds`) -> miss
@@ -129,27 +131,30 @@ class CachedReader:
             ):
                 self._syncs.start(client, node_info)
             return Missed(_HOLD_MISSES[held], node_info)
-        if request.rsm_request is not None and node_info.extra.get("rsm") is False:
-            # the node's service ignores RSM (Prosody 0.12): answer as it does
-            request = dataclasses.replace(request, rsm_request=None)
+        behaviour = ServerBehaviour.of(node_info.extra)
+        asked = _as_the_server_reads_it(request, behaviour)
+        if isinstance(asked, str):
+            return Missed(Miss.UNSUPPORTED, node_info, asked)
         if node_info.truncated and (
-            request.rsm_request is not None or (request.max_items is None and not request.item_ids)
+            asked.rsm_request is not None or (asked.max_items is None and not asked.item_ids)
         ):
             return Missed(Miss.TRUNCATED, node_info)
         rsm_args: dict[str, Any] = {}
-        if request.rsm_request is not None:
+        if asked.rsm_request is not None:
             rsm_args = {
-                "rsm_max": request.rsm_request.max,
-                "after": request.rsm_request.after,
-                "before": request.rsm_request.before,
-                "index": request.rsm_request.index,
+                "rsm_max": asked.rsm_request.max,
+                "after": asked.rsm_request.after,
+                "before": asked.rsm_request.before,
+                "index": asked.rsm_request.index,
             }
         try:
             page = await store.get_items(
                 node_info.id,
-                max_items=request.max_items,
-                item_ids=request.item_ids,
+                max_items=asked.max_items,
+                item_ids=asked.item_ids,
                 synced_by=node_info.sync_token,
+                keys=behaviour.key_column,
+                ids_order="asked" if behaviour.ids_as_asked else "node",
                 **rsm_args,
             )
         except UnknownRSMKey:
@@ -161,20 +166,25 @@ class CachedReader:
             log.debug("request the cache cannot answer on node %s: %s", request.node, error)
             return Missed(Miss.UNSUPPORTED, node_info, str(error))
         self._store_access.worked()
-        if node_info.truncated and (
-            (request.max_items is not None and len(page.items) < request.max_items)
-            or (request.item_ids and len(page.items) < len(set(request.item_ids)))
+        if asked.item_ids and len(page.items) < len(set(asked.item_ids)):
+            # an id the cache does not hold: older than the cache limit, or unknown to
+            # the server too, which some servers answer with an error
+            return Missed(Miss.TRUNCATED if node_info.truncated else Miss.UNKNOWN_ID, node_info)
+        if (
+            node_info.truncated
+            and asked.max_items is not None
+            and len(page.items) < asked.max_items
         ):
             # the missing items may be among the older ones the cache does not hold
             return Missed(Miss.TRUNCATED, node_info)
-        rsm_data = None
-        if request.rsm_request is not None:
-            rsm_data = {
-                "first": page.first,
-                "last": page.last,
-                "index": page.index,
-                "count": page.count,
-            }
+        rsm_data = _rsm_data(asked, page, behaviour)
+        if (
+            rsm_data is not None
+            and page.items
+            and (rsm_data.get("first") is None or rsm_data.get("last") is None)
+        ):
+            # the server's key of an end of the page is not learnt yet (ejabberd)
+            return Missed(Miss.UNKNOWN_RSM_KEY, node_info, "the server's key is not known yet")
         items: list[Any] = [LazyElement(raw, ITEM_QNAME) for raw in page.items]
         return items, answer_metadata(
             request.service,
@@ -184,6 +194,53 @@ class CachedReader:
             rsm_data,
             cached=True,
         )
+
+
+def _as_the_server_reads_it(
+    request: ItemsRequest, behaviour: ServerBehaviour
+) -> ItemsRequest | str:
+    """The request as the node's server takes it (what it ignores dropped), or why the
+    cache cannot answer it."""
+    rsm_request, max_items = request.rsm_request, request.max_items
+    if not behaviour.rsm:
+        rsm_request = None  # Prosody 0.12: RSM ignored, max_items or item ids honoured
+    elif rsm_request is not None and max_items is not None:
+        max_items = None  # ejabberd, libervia-pubsub: RSM wins
+    if request.item_ids:
+        if rsm_request is not None:
+            if not behaviour.keys_are_ids:
+                # ejabberd answers ids with RSM with neither: no items, a count
+                return "items by id with RSM"
+            rsm_request = None  # libervia-pubsub: the ids win, no RSM data
+        max_items = None
+    if rsm_request is not None and not behaviour.keys_known:
+        return "the server's RSM keys are not known yet"
+    return dataclasses.replace(request, rsm_request=rsm_request, max_items=max_items)
+
+
+def _rsm_data(
+    request: ItemsRequest, page: ItemsPage, behaviour: ServerBehaviour
+) -> dict[str, Any] | None:
+    """The RSM data the node's server puts on this answer, or None."""
+    rsm_request = request.rsm_request
+    if rsm_request is not None:
+        index = page.index
+        if (
+            behaviour.unclamped_index
+            and rsm_request.before is not None
+            and page.items
+            and page.start == 0
+        ):
+            # ejabberd: a backward page reaching the oldest item says index = end - max
+            index = len(page.items) - rsm_request.max
+        return {"first": page.first, "last": page.last, "index": index, "count": page.count}
+    if request.max_items is not None and behaviour.max_items_rsm and page.items:
+        count = page.node_count or 0
+        index = count - request.max_items
+        if not behaviour.unclamped_index:
+            index = max(0, index)
+        return {"first": page.first, "last": page.last, "index": index, "count": count}
+    return None
 
 
 def _unsupported(request: ItemsRequest) -> str | None:

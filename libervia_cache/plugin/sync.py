@@ -33,6 +33,11 @@ from tx_xmpp import rsm
 from libervia_cache.errors import NodeNotFound, SyncError, describe
 from libervia_cache.hostapi import XEP0060, Client, NotConnected
 from libervia_cache.plugin.analysis import Analyser
+from libervia_cache.plugin.behaviour import (
+    ServerBehaviour,
+    measured_from_first_page,
+    with_index_seen,
+)
 from libervia_cache.plugin.counters import Counters
 from libervia_cache.plugin.items import parse_items
 from libervia_cache.plugin.serial import KeyedQueues
@@ -105,6 +110,8 @@ class NodeSync:
         self.progress = SyncProgress()
         #: ids of items published or retracted by events during the sync
         self.touched: set[str] = set()
+        #: those of ``touched`` the last event published (not retracted)
+        self.published: set[str] = set()
         self.cancelled = False
         self.started = time.monotonic()
         self.outcome: Outcome | None = None
@@ -157,9 +164,13 @@ class NodeSync:
         self._observers.append(observer)
         return observer
 
-    def note_event(self, item_ids: list[str]) -> None:
-        """Events published or retracted these items: pages must not touch them."""
-        self.touched.update(item_ids)
+    def note_event(self, published: list[str], retracted: list[str]) -> None:
+        """Events published or retracted these items: pages must not bring back an
+        older version (nor a retracted item)."""
+        self.touched.update(published)
+        self.touched.update(retracted)
+        self.published.update(published)
+        self.published.difference_update(retracted)
 
     async def _attempt(self) -> tuple[Outcome, BaseException | None]:
         """The sync itself: how it ended, and why when it failed (no cleanup here: a
@@ -254,6 +265,7 @@ class NodeSync:
                 raise defer.CancelledError()
             self._token = await store.begin_sync(node_info.id, extra)
             self.touched.clear()
+            self.published.clear()
             if self._on_begin is not None:
                 self._on_begin(node_info)
 
@@ -309,11 +321,27 @@ class NodeSync:
         # older page
         previous_index: int | None = None
         spare_keys: list[str] = []
+        behaviour = ServerBehaviour()
+        newest_id: str | None = None
         while True:
             items, metadata = await self._get_page(request)
             progress.pages += 1
             rsm_data = metadata.get("rsm") or {}
             present = [i for i in (item.getAttribute("id") for item in items) if i]
+            if progress.pages == 1:
+                behaviour = measured_from_first_page(items, rsm_data, page_size)
+                newest_id = present[-1] if present else None
+            else:
+                behaviour = with_index_seen(behaviour, len(items), rsm_data, page_size)
+            # the server's own keys of the page's ends (ejabberd: creation timestamps)
+            keys = {}
+            if behaviour.rsm and not behaviour.keys_are_ids and items:
+                for item, key in (
+                    (items[0], rsm_data.get("first")),
+                    (items[-1], rsm_data.get("last")),
+                ):
+                    if item.getAttribute("id") and key:
+                        keys[item.getAttribute("id")] = key
             held = await store.held_item_ids(node_info.id, present)
             repeated = (held - touched) | {i for i in present if present.count(i) > 1}
             if repeated:
@@ -364,15 +392,28 @@ class NodeSync:
                     limit,
                 )
                 extra = {**extra, "truncated": True}
-            if progress.pages == 1:
-                # what the service does with RSM: the cache answers RSM requests as it does
-                extra = {**extra, "rsm": bool(rsm_data)}
             # the page's slots count toward the limit even for items that events already
             # stored (or retracted): the limit caps what the node holds
             page_slots = len(items)
-            items = [i for i in items if i.getAttribute("id") not in touched]
-            parsed = await parse_items(self._analyser, self.client, service, node, items)
+            # an item an event published meanwhile keeps the event's version; a server that
+            # keeps republished items in their first place (ejabberd, which also replays
+            # the last item to a new subscriber) has it where this page has it
+            in_place = {i for i in present if i in self.published and not behaviour.republish_moves}
+            parsed = await parse_items(
+                self._analyser,
+                self.client,
+                service,
+                node,
+                [i for i in items if i.getAttribute("id") not in touched],
+            )
+            if in_place:
+                parsed = await self._placed(store, items, parsed, in_place)
             last_page = oldest_page or truncated
+            if last_page:
+                oldest_id = present[0] if present else None
+                behaviour = await self._probe(behaviour, newest_id, oldest_id, keys)
+                # what the cache answers as the service would
+                extra = {**extra, "server": behaviour.to_json()}
             if self.cancelled:
                 raise defer.CancelledError()
             await store.cache_items(
@@ -383,6 +424,7 @@ class NodeSync:
                 token=self._token,
                 server_count=int(count) if count is not None else None,
                 extra=extra if last_page else None,
+                keys=keys,
             )
             progress.stored += page_slots
             if last_page:
@@ -390,6 +432,66 @@ class NodeSync:
             previous_index = index
             spare_keys = present[1:] if present and first == present[0] else []
             request = rsm.RSMRequest(max_=page_size, before=first)
+
+    async def _placed(
+        self, store: Store, items: list[Any], parsed: list[Any], in_place: set[str]
+    ) -> list[Any]:
+        """``parsed`` with the stored (event) versions of ``in_place`` items put back at
+        their places in the page."""
+        stored = {row[0]: row for row in await store.stored_items(self.node_info.id, in_place)}
+        by_id = {row[0]: row for row in parsed}
+        page: list[Any] = []
+        for item in items:
+            item_id = item.getAttribute("id")
+            row = by_id.get(item_id) or stored.get(item_id)
+            if row is not None:
+                page.append(row)
+        return page
+
+    async def _probe(
+        self,
+        behaviour: ServerBehaviour,
+        newest_id: str | None,
+        oldest_id: str | None,
+        keys: dict[str, str],
+    ) -> ServerBehaviour:
+        """Two small requests that show how the server answers what paging did not
+        ask: whether a ``max_items`` answer carries RSM data (and the newest item's key),
+        and in which order items asked by id come. A failing probe changes nothing."""
+        service, node = JID(self.node_info.service), self.node_info.name
+        if newest_id is None:
+            return behaviour
+        try:
+            items, metadata = await self._pubsub.get_items_from_network(
+                self.client, service, node, max_items=1
+            )
+        except CANCELLED:
+            raise
+        except Exception as error:
+            log.debug("%s: max_items probe failed: %s", self.where, describe(error))
+        else:
+            rsm_data = metadata.get("rsm") or {}
+            behaviour = behaviour.replace(max_items_rsm=bool(rsm_data))
+            newest = items[-1].getAttribute("id") if items else None
+            if not behaviour.keys_are_ids and newest and rsm_data.get("last"):
+                keys[newest] = rsm_data["last"]
+        if oldest_id is None or oldest_id == newest_id:
+            return behaviour
+        try:
+            items, __ = await self._pubsub.get_items_from_network(
+                self.client, service, node, item_ids=[newest_id, oldest_id]
+            )
+        except CANCELLED:
+            raise
+        except Exception as error:
+            log.debug("%s: items by id probe failed: %s", self.where, describe(error))
+        else:
+            answered = [item.getAttribute("id") for item in items]
+            if answered == [newest_id, oldest_id]:
+                behaviour = behaviour.replace(ids_as_asked=True)
+            elif answered == [oldest_id, newest_id]:
+                behaviour = behaviour.replace(ids_as_asked=False)
+        return behaviour
 
 
 def _is_item_not_found(error: BaseException) -> bool:

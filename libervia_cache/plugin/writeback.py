@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
 from libervia_cache.hostapi import XEP0060, Client
 from libervia_cache.plugin.analysis import AnalyserRegistry, analyse_node
+from libervia_cache.plugin.behaviour import ServerBehaviour
 from libervia_cache.plugin.items import UnstorableItem, parse_items
 from libervia_cache.plugin.reader import ItemsRequest
 from libervia_cache.plugin.settings import Settings
@@ -45,13 +47,20 @@ class WriteBack:
         self._settings = settings
 
     async def record(
-        self, client: Client, request: ItemsRequest, items: list[domish.Element]
+        self,
+        client: Client,
+        request: ItemsRequest,
+        items: list[domish.Element],
+        metadata: dict[str, Any] | None = None,
     ) -> None:
-        """Learn from the network answer ``items`` to ``request``."""
+        """Learn from the network answer ``items`` (with its ``metadata``) to ``request``."""
         if not self._settings.serving or request.sub_id or request.extra.get("mam"):
             return
         store = self._store_access.require()
         node_info = await store.get_node(client.profile, request.service.full(), request.node)
+        if node_info is not None and node_info.sync_state is SyncState.COMPLETED:
+            await self._learn_keys(node_info, items, metadata or {})
+            return
         if node_info is None:
             node_info = await self.analyse_and_record(client, request.service, request.node, items)
             if node_info is None:
@@ -73,6 +82,22 @@ class WriteBack:
                 await store.cache_items(
                     node_info.id, parsed, where="newest", limit=self._settings.cache_limit
                 )
+
+    async def _learn_keys(
+        self, node_info: NodeInfo, items: list[domish.Element], metadata: dict[str, Any]
+    ) -> None:
+        """The server's RSM keys of the answer's ends, when they are not item ids
+        (ejabberd): the cache answers with them from then on."""
+        rsm_data = metadata.get("rsm") or {}
+        if not items or not rsm_data or ServerBehaviour.of(node_info.extra).keys_are_ids:
+            return
+        keys = {}
+        for item, key in ((items[0], rsm_data.get("first")), (items[-1], rsm_data.get("last"))):
+            item_id = item.getAttribute("id")
+            if item_id and key:
+                keys[item_id] = key
+        with contextlib.suppress(NodeGone):
+            await self._store_access.require().learn_keys(node_info.id, keys)
 
     async def analyse_and_record(
         self, client: Client, service: JID, node: str, items: list[domish.Element] | None = None

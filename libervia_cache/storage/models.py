@@ -140,6 +140,8 @@ class PubsubItem(Base):
         # every RSM page is a range scan of one of these two indexes
         Index("ix_pubsub_items_node_position", "node_id", "position"),
         Index("ix_pubsub_items_node_creation", "node_id", "creation_position"),
+        # the server's own RSM key of an item, when it is not the item id (ejabberd)
+        Index("ix_pubsub_items_node_rsm_key", "node_id", "rsm_key"),
         # search ordering and purge filters across nodes
         Index("ix_pubsub_items_created", "created"),
         Index("ix_pubsub_items_updated", "updated"),
@@ -158,6 +160,9 @@ class PubsubItem(Base):
     updated: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     creation_position: Mapped[int] = mapped_column(Integer, nullable=False)
+    # the item's RSM key on its server when the server's keys are not item ids (ejabberd:
+    # creation timestamps); learnt from the server's answers, NULL until then
+    rsm_key: Mapped[str | None] = mapped_column(String)
 
 
 #: the tables, typed as Core tables for the query modules

@@ -50,6 +50,10 @@ def _compile(statement: Select[Any]) -> str:
     return str(statement.compile(dialect=sqlite.dialect(paramstyle="named")))
 
 
+#: what RSM keys are: the item ids, or the server's own keys learnt item by item
+KEY_COLUMNS = ("item_id", "rsm_key")
+
+
 @dataclass(frozen=True)
 class _Statements:
     header: str
@@ -58,8 +62,9 @@ class _Statements:
     by_ids: str
 
 
-def _statements(position_name: str, gap_name: str) -> _Statements:
+def _statements(position_name: str, gap_name: str, key_name: str) -> _Statements:
     position: ColumnElement[int] = items.c[position_name]
+    key_column = items.c[key_name]
     node: Any = bindparam("node")
     in_node = items.c.node_id == node
     header = select(
@@ -67,13 +72,13 @@ def _statements(position_name: str, gap_name: str) -> _Statements:
         nodes.c[gap_name],
         select(func.min(position)).where(in_node).scalar_subquery(),
         select(func.max(position)).where(in_node).scalar_subquery(),
-        select(position).where(in_node, items.c.item_id == bindparam("key")).scalar_subquery(),
+        select(position).where(in_node, key_column == bindparam("key")).scalar_subquery(),
     ).where(nodes.c.id == node)
-    page = select(items.c.item_id, items.c.data).where(
+    page = select(items.c.item_id, items.c.data, key_column).where(
         in_node, position >= bindparam("low"), position <= bindparam("high")
     )
     wanted = func.json_each(bindparam("ids")).table_valued("value")
-    by_ids = select(items.c.item_id, items.c.data).where(
+    by_ids = select(items.c.item_id, items.c.data, key_column).where(
         in_node, items.c.item_id.in_(select(wanted.c.value))
     )
     return _Statements(
@@ -84,7 +89,10 @@ def _statements(position_name: str, gap_name: str) -> _Statements:
     )
 
 
-STATEMENTS: dict[str, _Statements] = {name: _statements(*cols) for name, cols in ORDERS.items()}
+#: (order, key column) -> statements
+STATEMENTS: dict[tuple[str, str], _Statements] = {
+    (name, key): _statements(*cols, key) for name, cols in ORDERS.items() for key in KEY_COLUMNS
+}
 
 
 @dataclass(frozen=True)
@@ -99,10 +107,18 @@ class PageRequest:
     index: int | None = None
     order_by: str = "modification"
     descending: bool = False
+    #: where RSM keys are: ``item_id``, or ``rsm_key`` (the server's own, learnt)
+    keys: str = "item_id"
+    #: items asked by id: in the node's order (``node``) or as asked (``asked``)
+    ids_order: str = "node"
 
     def __post_init__(self) -> None:
         if self.order_by not in ORDERS:
             raise ValueError(f"order_by must be one of {', '.join(ORDERS)}: {self.order_by!r}")
+        if self.keys not in KEY_COLUMNS:
+            raise ValueError(f"keys must be one of {', '.join(KEY_COLUMNS)}: {self.keys!r}")
+        if self.ids_order not in ("node", "asked"):
+            raise ValueError(f"ids_order must be node or asked: {self.ids_order!r}")
         for name in ("max_items", "rsm_max", "index"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 0):
@@ -150,7 +166,7 @@ def read_page(
     raised. ``fetch`` must run every statement in one read transaction: the check and
     the page then see the same state of the node.
     """
-    statements = STATEMENTS[request.order_by]
+    statements = STATEMENTS[(request.order_by, request.keys)]
     key = request.after if request.after is not None else request.before or None
     rows = fetch(statements.header, {"node": node_id, "key": key})
     if not rows:  # unknown node: an empty one
@@ -170,7 +186,10 @@ def read_page(
 
     if request.item_ids is not None:
         found = fetch(statements.by_ids, {"node": node_id, "ids": json.dumps(request.item_ids)})
-        if request.descending:
+        if request.ids_order == "asked":
+            by_id = {row[0]: row for row in found}
+            found = [by_id[i] for i in dict.fromkeys(request.item_ids) if i in by_id]
+        elif request.descending:
             found = list(reversed(found))
         page = _page(found)
         if request.uses_rsm:
@@ -192,6 +211,7 @@ def read_page(
     else:
         found = []
     page = _page(found)
+    page.node_count, page.start = count, start
     if request.uses_rsm:
         page.count = count
         page.index = start if found else None
@@ -199,10 +219,11 @@ def read_page(
 
 
 def _page(rows: Sequence[Sequence[Any]]) -> ItemsPage:
-    item_ids = [row[0] for row in rows]
+    """A page of ``(item id, XML, RSM key)`` rows: ``first``/``last`` are the keys of its
+    ends (None for a key the store has not learnt yet)."""
     return ItemsPage(
         items=[row[1] for row in rows],
-        item_ids=item_ids,
-        first=item_ids[0] if item_ids else None,
-        last=item_ids[-1] if item_ids else None,
+        item_ids=[row[0] for row in rows],
+        first=rows[0][2] if rows else None,
+        last=rows[-1][2] if rows else None,
     )

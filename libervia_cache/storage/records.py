@@ -70,7 +70,8 @@ class ItemsPage:
     """An answer to a get-items request, in the shape of XEP-0060 + XEP-0059.
 
     ``items`` are the raw XML of the ``<item/>`` elements, in the answer's order;
-    ``first``/``last`` are the item ids of the page's ends (RSM keys); ``index`` (of the
+    ``first``/``last`` are the RSM keys of the page's ends (item ids, or the server's own
+    keys when asked for them: None where the store has not learnt one); ``index`` (of the
     first item) and ``count`` (of the whole node) are filled when RSM was used. Whether
     the answer is ``complete`` is the host's rule
     (:func:`libervia_cache.hostapi.answer_metadata`), the same for cache and network.
@@ -82,3 +83,7 @@ class ItemsPage:
     last: str | None = None
     index: int | None = None
     count: int | None = None
+    #: items the node holds, and the index of the page's first item in the node's order
+    #: (filled for every request but items by id, RSM or not)
+    node_count: int | None = None
+    start: int | None = None

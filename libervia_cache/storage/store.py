@@ -466,6 +466,8 @@ class Store:
         limit: int | None = None,
         server_count: int | None = None,
         extra: dict[str, Any] | None = None,
+        keys: Mapping[str, str] | None = None,
+        keep_place: bool = False,
     ) -> None:
         """Store a batch of items of one node, in one transaction.
 
@@ -484,7 +486,9 @@ class Store:
         longer owns the node). Without it, the node must exist (:class:`NodeGone`).
         ``limit``: after the write, the node keeps only its ``limit`` newest items (an
         event publishing into a node at the cache limit); the node is then marked
-        ``truncated``.
+        ``truncated``. ``keys``: the server's RSM keys of some of these items (item id ->
+        key). ``keep_place``: an item the node already holds is updated where it is (a
+        server that keeps a republished item in its first place), not moved.
         """
         if where not in ("newest", "oldest"):
             raise ValueError(f"where must be 'newest' or 'oldest', not {where!r}")
@@ -499,7 +503,9 @@ class Store:
         def run(connection: Connection) -> None:
             _check_owner(connection, node_id, token)
             if batch:
-                _write_items(connection, node_id, batch, texts, where)
+                _write_items(connection, node_id, batch, texts, where, keep_place)
+            if keys:
+                _learn_keys(connection, node_id, keys)
             if limit is not None:
                 _keep_newest(connection, node_id, limit)
             if complete:
@@ -516,6 +522,36 @@ class Store:
                 connection.execute(update(nodes).where(nodes.c.id == node_id).values(values))
 
         await self._write(run)
+
+    @deferred_method
+    async def learn_keys(self, node_id: int, keys: Mapping[str, str]) -> None:
+        """Record the server's RSM keys of items the node holds (item id -> key), as a
+        server's answer showed them; unknown ids are ignored."""
+        if not keys:
+            return
+
+        def run(connection: Connection) -> None:
+            _check_owner(connection, node_id, None)
+            _learn_keys(connection, node_id, keys)
+
+        await self._write(run)
+
+    @deferred_method
+    async def stored_items(self, node_id: int, item_ids: Iterable[str]) -> list[CachedItem]:
+        """``(item id, raw XML, parsed)`` of those of ``item_ids`` the node holds."""
+        wanted = list(item_ids)
+        if not wanted:
+            return []
+
+        def run(connection: Connection) -> list[CachedItem]:
+            rows = connection.execute(
+                select(items.c.item_id, items.c.data, items.c.parsed).where(
+                    items.c.node_id == node_id, _in_json(items.c.item_id, wanted)
+                )
+            )
+            return [(row.item_id, row.data, row.parsed) for row in rows]
+
+        return await self._read(run)
 
     @deferred_method
     async def held_item_ids(self, node_id: int, item_ids: Iterable[str]) -> set[str]:
@@ -585,6 +621,8 @@ class Store:
         order_by: str = "modification",
         descending: bool = False,
         synced_by: str | None = None,
+        keys: str = "item_id",
+        ids_order: str = "node",
     ) -> defer.Deferred[ItemsPage]:
         """Items of a node as a server answers a XEP-0060 items request.
 
@@ -604,6 +642,11 @@ class Store:
         ``synced_by``: the sync token of the node as the caller found it; the page is
         read in the same read transaction that checks the node still has it, else
         :class:`NodeChanged` (a sync, a purge or a reset took it in between).
+
+        ``keys="rsm_key"``: RSM keys are the server's own (learnt, see :meth:`learn_keys`),
+        not item ids: ``after``/``before`` are looked up among them, and ``first``/``last``
+        are None where the key of a page's end is not known. ``ids_order="asked"``: items
+        asked by id come in the order asked.
         """
         try:
             request = pages.PageRequest(
@@ -615,6 +658,8 @@ class Store:
                 index=index,
                 order_by=order_by,
                 descending=descending,
+                keys=keys,
+                ids_order=ids_order,
             )
         except ValueError:
             return defer.fail()
@@ -808,12 +853,22 @@ def _bounds(connection: Connection, node_id: int) -> tuple[Any, ...]:
     return tuple(row)
 
 
+def _learn_keys(connection: Connection, node_id: int, keys: Mapping[str, str]) -> None:
+    connection.execute(
+        update(items)
+        .where(items.c.node_id == node_id, items.c.item_id == bindparam("wanted_id"))
+        .values(rsm_key=bindparam("key")),
+        [{"wanted_id": item_id, "key": key} for item_id, key in keys.items()],
+    )
+
+
 def _write_items(
     connection: Connection,
     node_id: int,
     batch: Mapping[str, tuple[str, dict[str, Any] | None]],
     texts: Mapping[str, str],
     where: str,
+    keep_place: bool = False,
 ) -> None:
     existing = {
         row.item_id: row
@@ -826,24 +881,29 @@ def _write_items(
     low, high, creation_low, creation_high = _bounds(connection, node_id)
     count = len(batch)
     new_count = count - len(existing)
+    # with keep_place, only new items take positions (in their order)
+    moving = new_count if keep_place else count
     if where == "newest":
         first = 0 if high is None else high + 1
         creation_first = 0 if creation_high is None else creation_high + 1
     else:
-        first = (0 if low is None else low) - count
+        first = (0 if low is None else low) - moving
         creation_first = (0 if creation_low is None else creation_low) - new_count
     now = utcnow()
     updates: list[dict[str, Any]] = []
     inserts: list[dict[str, Any]] = []
-    for offset, (item_id, (raw_xml, parsed)) in enumerate(batch.items()):
+    placed = 0
+    for item_id, (raw_xml, parsed) in batch.items():
         known = existing.get(item_id)
-        values = {
+        values: dict[str, Any] = {
             "data": raw_xml,
             "parsed": parsed,
             "text": texts[item_id],
             "updated": now,
-            "position": first + offset,
         }
+        if known is None or not keep_place:
+            values["position"] = first + placed
+            placed += 1
         if known is not None:
             values["row_id"] = known.id
             updates.append(values)
@@ -855,16 +915,17 @@ def _write_items(
                 creation_position=creation_first + len(inserts),
             )
             inserts.append(values)
-    if updates:
+    if updates and not keep_place:
         # moving republished items opens gaps where they were
         positions.record_gaps(
             connection,
             {node_id: {"position_gap_from": min(row.position for row in existing.values())}},
         )
+    if updates:
         connection.execute(update(items).where(items.c.id == bindparam("row_id")), updates)
     if inserts:
         connection.execute(items.insert(), inserts)
-    if updates:
+    if updates and not keep_place:
         positions.close_shallow_gaps(connection, node_id)
 
 
