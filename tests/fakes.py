@@ -5,8 +5,11 @@
 - :class:`FakeXEP0060` (``hostapi.XEP0060``): the items request path with the trigger
   points, answered by :class:`FakeService`, an in-memory pubsub service that pages with
   RSM keyed by item ids (as libervia-pubsub does; ``rsm=False`` ignores RSM, as Prosody
-  0.12 does) and sends events to the handlers. Requests can be held (:meth:`hold`)
-  until the test lets them go, or made to fail.
+  0.12 does) and sends events of a node to those subscribed to it (with or without
+  payloads). Requests of a kind can be held (:meth:`FakeService.hold`: after letting
+  some through, answered on arrival or on release) until the test lets them go, or
+  made to fail; a held request tells its arrival on the next reactor turn, once its
+  requester waits on it.
 
 Integration tests use the real daemon against real servers: these fakes are for the
 plugin's logic (read path, single flight, events and purges during a sync, checks after
@@ -135,6 +138,14 @@ class FakeHost:
         return self.clients[profile]
 
 
+def next_turn(deferred: defer.Deferred[None]) -> None:
+    """Fire ``deferred`` on the reactor's next turn, once the current call returned."""
+    from twisted.internet import reactor
+
+    clock: Any = reactor
+    clock.callLater(0, deferred.callback, None)
+
+
 class Held:
     """Requests of one kind held by :meth:`FakeService.hold` until :meth:`release`.
 
@@ -176,8 +187,6 @@ class Held:
 
     def passage(self) -> defer.Deferred[None] | None:
         """The gate a new request waits on (None: it goes on at once)."""
-        from twisted.internet import reactor
-
         if self.released:
             return None
         if self.let_through > 0:
@@ -190,12 +199,19 @@ class Held:
             self._arrivals.remove(arrival)
             # on the next turn, as a network would tell: the requester has its Deferred
             # and waits on it, not in the middle of making the request
-            reactor.callLater(0, arrival[1].callback, None)
+            next_turn(arrival[1])
         return gate
 
 
 class FakeService:
-    """An in-memory pubsub service: nodes of ``(item id, payload XML)``, oldest first."""
+    """An in-memory pubsub service: nodes of ``(item id, payload XML)``, oldest first.
+
+    Where servers differ it answers as libervia-pubsub does (RSM keys are item ids, RSM
+    wins over ``max_items``, a backward page reaching the oldest item has index 0, a
+    ``max_items`` answer carries no RSM data, a republished item moves to the newest
+    end), except that items asked by id come in the node's order (as ejabberd sends
+    them), unknown ids left out. With ``rsm=False`` it ignores RSM, as Prosody 0.12 does.
+    """
 
     def __init__(self, jid: JID = SERVICE, rsm: bool = True) -> None:
         self.jid = jid
@@ -264,7 +280,7 @@ class FakeService:
     def delete(self, node: str) -> None:
         del self.nodes[node]
         self._notify(
-            node, lambda sender, recipient: pubsub.DeleteEvent(sender, recipient, node, None, {})
+            node, lambda sender, recipient: pubsub.DeleteEvent(sender, recipient, node, {})
         )
         self._subscribers.pop(node, None)
 
@@ -327,11 +343,12 @@ class FakeService:
         entries = self.nodes[node]
         if item_ids:
             return [self._item(i, p) for i, p in entries if i in item_ids], None
-        if max_items is not None:
-            entries = entries[-max_items:] if max_items else entries
-            return [self._item(i, p) for i, p in entries], None
         if rsm_request is None or not self.rsm:
+            # without RSM (or ignoring it): max_items newest items (0: every item)
+            if max_items:
+                entries = entries[-max_items:]
             return [self._item(i, p) for i, p in entries], None
+        # RSM wins over max_items, as ejabberd and libervia-pubsub do
         ids = [i for i, __ in entries]
         limit = rsm_request.max
         if rsm_request.before is not None:

@@ -11,20 +11,21 @@ through :meth:`NodeSync.wait`, events through :data:`EVENT_APPLIED_POINT`.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 
 from libervia_cache.hostapi import Client, ItemsResult
 from libervia_cache.plugin import EVENT_APPLIED_POINT, PubsubCache
 from libervia_cache.plugin.sync import NodeKey, NodeSync, Outcome
 from libervia_cache.storage import NodeInfo, Store
 from tests.conftest import run
-from tests.fakes import FakeHost, FakeService, atom, start_plugin
+from tests.fakes import FakeHost, FakeService, atom, next_turn, start_plugin
 
 #: a node the shipped microblog analyser synchronises
 BLOG = "urn:xmpp:microblog:0"
@@ -66,7 +67,7 @@ class EventsApplied:
             self._waiters.remove(waiter)
             # on the next turn: the test goes on once the cache is done with the event,
             # not from inside the cache's own call
-            reactor.callLater(0, waiter[1].callback, None)
+            next_turn(waiter[1])
 
     def wait(self, count: int) -> defer.Deferred[None]:
         """Fired once ``count`` events were taken into account since the start."""
@@ -148,18 +149,38 @@ Start = Callable[..., Awaitable[Cache]]
 
 
 @pytest.fixture
-def service() -> FakeService:
-    return FakeService()
+def service(request: pytest.FixtureRequest) -> FakeService:
+    """The pubsub service; ``indirect`` parameter: whether it honours RSM (default), or
+    ignores it as Prosody 0.12 does."""
+    return FakeService(rsm=getattr(request, "param", True))
+
+
+@pytest.fixture(scope="session")
+def empty_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database the store created (migrated to the latest revision), holding nothing:
+    copied for each test, it spares each the cost of creating its schema."""
+    path = tmp_path_factory.mktemp("template") / "cache.db"
+
+    async def create() -> None:
+        store = await Store.open(f"sqlite+aiosqlite:///{path}")
+        await store.close()
+
+    run(create())
+    return path
 
 
 @pytest.fixture
-def start(tmp_path: Path, service: FakeService) -> Iterator[Start]:
-    """``await start(config={...}, profiles=(...), directory=...)``: a started plugin
-    on ``service``; every plugin started is stopped after the test."""
+def start(tmp_path: Path, service: FakeService, empty_database: Path) -> Iterator[Start]:
+    """``await start(config={...}, profiles=(...))``: a started plugin on ``service``,
+    its database in the test's directory (a later start opens the same database, as a
+    restarted daemon does); every plugin started is stopped after the test."""
     started: list[Cache] = []
 
-    async def start(*, directory: Path = tmp_path, profile: str = "bob", **options: Any) -> Cache:
-        plugin, host = await start_plugin(service, directory, **options)
+    async def start(*, profile: str = "bob", **options: Any) -> Cache:
+        database = tmp_path / "cache.db"
+        if not database.exists():
+            shutil.copyfile(empty_database, database)
+        plugin, host = await start_plugin(service, tmp_path, **options)
         cache = Cache(plugin, host, service, EventsApplied(host), profile)
         started.append(cache)
         return cache

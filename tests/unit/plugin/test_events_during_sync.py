@@ -80,3 +80,46 @@ async def test_events_of_a_node_are_applied_while_another_nodes_payload_fetch_is
     blog = await cache.get(BLOG)
     assert blog[1]["cached"] is True
     assert xml(blog) == xml(await cache.network(BLOG))
+
+
+async def test_a_purge_event_during_a_sync_restarts_it_and_the_cache_ends_equal_to_the_service(
+    start: Start, service: FakeService
+) -> None:
+    service.publish(BLOG, *items(12))
+    cache = await start(config={"pubsub_cache.sync_page_size": 5})
+    second_page = service.hold("items", let_through=1, answer_first=True)
+    first = await cache.start_sync()
+    await second_page.reached
+
+    service.purge(BLOG)
+    await cache.events.wait(1)
+    service.publish(BLOG, atom("after"))
+    await cache.events.wait(2)
+    second_page.release()
+    await first.wait()
+    await cache.settled()
+
+    assert first.outcome is Outcome.CANCELLED
+    assert cache.plugin.counters.syncs_started == 2
+    cached = await cache.get()
+    assert cached[1]["cached"] is True
+    assert ids(cached) == ["after"]
+
+
+async def test_a_node_deleted_during_its_sync_is_forgotten(
+    start: Start, service: FakeService
+) -> None:
+    service.publish(BLOG, *items(12))
+    cache = await start(config={"pubsub_cache.sync_page_size": 5})
+    second_page = service.hold("items", let_through=1, answer_first=True)
+    sync = await cache.start_sync()
+    await second_page.reached
+
+    service.delete(BLOG)
+    await cache.events.wait(1)
+    second_page.release()
+    await sync.wait()
+
+    assert sync.outcome is Outcome.CANCELLED
+    assert await cache.node() is None
+    assert cache.plugin.syncs.running(cache.key()) is None

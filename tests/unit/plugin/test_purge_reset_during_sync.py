@@ -64,9 +64,7 @@ async def test_the_page_a_reset_sync_held_is_never_written_anywhere(
 ) -> None:
     service.publish(BLOG, *items(12))
     service.publish(COMMENTS, *items(3, "c"))
-    cache = await start(
-        config={"pubsub_cache.sync_page_size": 5}, profiles=("bob", "alice")
-    )
+    cache = await start(config={"pubsub_cache.sync_page_size": 5}, profiles=("bob", "alice"))
     # bob's second page is answered, and held on its way
     second_page = service.hold("items", let_through=1, answer_first=True)
     sync = await cache.start_sync()

@@ -21,13 +21,13 @@ from libervia_cache.plugin.reader import Miss
 from libervia_cache.plugin.settings import CacheStrategy
 from libervia_cache.storage import SyncState
 from tests.fakes import FakeService, atom
-from tests.unit.plugin.conftest import BLOG, Start, ids, items, without_origin, xml
+from tests.unit.plugin.conftest import BLOG, Cache, Start, ids, items, without_origin, xml
 
 #: requests a synchronised node of 12 items (i01..i12) answers from the cache
 REQUESTS: dict[str, dict[str, Any]] = {
     "every item": {},
     "max_items": {"max_items": 3},
-    "item ids": {"item_ids": ["i07", "i02", "nosuch", "i11"]},
+    "item ids": {"item_ids": ["i07", "i02", "i11"]},
     "RSM last page": {"rsm_request": rsm.RSMRequest(max_=5, before="")},
     "RSM first page": {"rsm_request": rsm.RSMRequest(max_=5)},
     "RSM after": {"rsm_request": rsm.RSMRequest(max_=4, after="i03")},
@@ -39,7 +39,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
 }
 
 
-def misses(cache: Any) -> dict[str, int]:
+def misses(cache: Cache) -> dict[str, int]:
     return cache.plugin.counters.miss_reasons
 
 
@@ -48,6 +48,30 @@ def misses(cache: Any) -> dict[str, int]:
 
 @pytest.mark.parametrize("request_", REQUESTS.values(), ids=REQUESTS.keys())
 async def test_a_synchronised_node_is_answered_from_the_cache_as_its_service_answers(
+    start: Start, service: FakeService, request_: dict[str, Any]
+) -> None:
+    service.publish(BLOG, *items(12))
+    cache = await start(config={"pubsub_cache.sync_page_size": 5})
+    await cache.synchronise()
+
+    cached = await cache.get(**request_)
+    served = await cache.network(**request_)
+
+    assert cached[1]["cached"] is True
+    assert xml(cached) == xml(served)
+    assert without_origin(cached[1]) == without_origin(served[1])
+
+
+IGNORED_RSM: dict[str, dict[str, Any]] = {
+    "RSM last page": {"rsm_request": rsm.RSMRequest(max_=5, before="")},
+    "RSM after": {"rsm_request": rsm.RSMRequest(max_=4, after="i03")},
+    "max_items": {"max_items": 3},
+}
+
+
+@pytest.mark.parametrize("service", [False], indirect=True, ids=["service ignoring RSM"])
+@pytest.mark.parametrize("request_", IGNORED_RSM.values(), ids=IGNORED_RSM.keys())
+async def test_a_node_of_a_service_ignoring_rsm_is_answered_as_that_service_answers(
     start: Start, service: FakeService, request_: dict[str, Any]
 ) -> None:
     service.publish(BLOG, *items(12))
@@ -329,6 +353,22 @@ async def test_a_node_larger_than_the_cache_limit_answers_by_the_service_what_it
     answer = await cache.get(**request_)
 
     assert answer[1]["cached"] is False
+    assert misses(cache) == {Miss.TRUNCATED.value: 1}
+
+
+async def test_a_node_events_took_beyond_the_cache_limit_answers_by_the_service_what_it_lacks(
+    start: Start, service: FakeService
+) -> None:
+    service.publish(BLOG, *items(3))
+    cache = await start(config={"pubsub_cache.cache_limit": 3})
+    await cache.synchronise()
+    service.publish(BLOG, atom("i04"))
+    await cache.events.wait(1)
+
+    answer = await cache.get()
+
+    assert answer[1]["cached"] is False
+    assert ids(answer) == ["i01", "i02", "i03", "i04"]
     assert misses(cache) == {Miss.TRUNCATED.value: 1}
 
 

@@ -85,3 +85,25 @@ async def test_a_restart_cancels_the_running_sync_and_its_replacement_completes(
     cached = await cache.get(rsm_request=rsm.RSMRequest(max_=20, before=""))
     assert cached[1]["cached"] is True
     assert ids(cached) == [f"i{n:02d}" for n in range(1, 13)]
+
+
+async def test_a_read_of_a_node_whose_sync_outlived_the_deadline_starts_it_again(
+    start: Start, service: FakeService
+) -> None:
+    service.publish(BLOG, *items(3))
+    # a deadline already passed when the sync starts (the configuration allows 1 s at least)
+    cache = await start(config={"pubsub_cache.progress_deadline": 0})
+    subscribing = service.hold("subscribe")
+    stale = await cache.start_sync()
+    await subscribing.reached
+
+    await cache.get()
+    subscribing.release()
+    await stale.wait()
+    await cache.settled()
+
+    assert stale.outcome is Outcome.CANCELLED
+    assert cache.plugin.counters.syncs_started == 2
+    answer = await cache.get()
+    assert answer[1]["cached"] is True
+    assert ids(answer) == ["i01", "i02", "i03"]
