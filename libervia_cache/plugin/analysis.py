@@ -48,7 +48,12 @@ class Analyser:
 
 @dataclass
 class Analysis:
-    """What the cache knows about a node after analysing it."""
+    """What the cache knows about a node after analysing it.
+
+    ``to_sync`` starts as the analyser's and may be changed by its ``match_cb``; when it
+    differs from the analyser's, it is also in ``extra["to_sync"]`` (kept with the
+    node), which :func:`node_to_sync` reads back.
+    """
 
     service: JID
     node: str
@@ -58,23 +63,33 @@ class Analysis:
     namespace: str | None = None
     configuration: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def to_sync(self) -> bool:
-        return bool(self.analyser and self.analyser.to_sync)
+    to_sync: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        """The mapping handed to ``match_cb``, which may amend it in place."""
+        """The mapping handed to ``match_cb``, which may amend it in place (``type``,
+        ``subtype``, ``to_sync``, keys of its own). ``name`` is the analyser's name, as
+        the reference Libervia cache gives it."""
+        name = self.analyser.name if self.analyser else None
         return {
             "service": self.service,
             "node": self.node,
-            "analyser": self.analyser.name if self.analyser else None,
+            "analyser": name,
+            "name": name,
             "type": self.type,
             "subtype": self.subtype,
             "namespace": self.namespace,
             "conf": self.configuration,
             "to_sync": self.to_sync,
         }
+
+
+def node_to_sync(analyser: Analyser | None, node_extra: dict[str, Any]) -> bool:
+    """Whether a node is synchronised: its analyser's ``to_sync``, unless the analyser's
+    ``match_cb`` decided otherwise for this node (``extra["to_sync"]``)."""
+    decided = node_extra.get("to_sync")
+    if isinstance(decided, bool):
+        return decided
+    return bool(analyser and analyser.to_sync)
 
 
 class AnalyserRegistry:
@@ -191,6 +206,7 @@ async def analyse_node(
         return analysis
     analysis.analyser = analyser
     analysis.type = analyser.type
+    analysis.to_sync = analyser.to_sync
     try:
         analysis.configuration = await pubsub.get_configuration(client, service, node)
     except Exception as error:
@@ -207,6 +223,10 @@ async def analyse_node(
             analysis.extra = {
                 k: v for k, v in data.items() if k not in analysis.as_dict() and _jsonable(v)
             }
+            if isinstance(data.get("to_sync"), bool):
+                analysis.to_sync = data["to_sync"]
+            if analysis.to_sync != analyser.to_sync:
+                analysis.extra["to_sync"] = analysis.to_sync
     return analysis
 
 

@@ -23,7 +23,10 @@ order keys and filter keys are tables, not if-chains; the SQL side
 Unlike the reference, every operator means exactly what it says (``<`` is strictly
 less), ``like`` is case-sensitive and ``ilike`` is not (Unicode case folding), and the
 negated operators (``!=``, ``not_in``, ``disjoint``, ``idisjoint``, ``not_like``,
-``not_ilike``) also match items where the field is absent.
+``not_ilike``) also match items where the field is absent. The operator names the
+reference also accepts (``eq``, ``ne``, ``gt``, ``le``; and ``lt``, ``ge`` for
+symmetry) are aliases (:data:`OPERATOR_ALIASES`): ``le`` is ``<=``, and ``<`` stays
+strictly less (the reference reads ``<`` as ``<=``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 __all__ = [
     "OPERATORS",
+    "OPERATOR_ALIASES",
     "ORDER_KEYS",
     "JsonPath",
     "OrderBy",
@@ -90,6 +94,17 @@ OPERATORS: dict[str, ValueKind] = {
     "ilike": ValueKind.PATTERN,
     "not_like": ValueKind.PATTERN,
     "not_ilike": ValueKind.PATTERN,
+}
+
+#: other names of operators -> the operator (the names the reference Libervia cache
+#: accepts besides the symbols, and ``lt``/``ge`` to complete them)
+OPERATOR_ALIASES: dict[str, str] = {
+    "eq": "==",
+    "ne": "!=",
+    "gt": ">",
+    "ge": ">=",
+    "lt": "<",
+    "le": "<=",
 }
 
 #: ``order`` values of an order-by entry; ``rank`` needs a full-text query.
@@ -266,10 +281,11 @@ def _parse_parsed_filter(raw: Any, part: str) -> ParsedFilter:
         if key not in raw:
             raise SearchQueryError(part, f"missing {key!r}")
     op = raw["op"]
+    if isinstance(op, str):
+        op = OPERATOR_ALIASES.get(op, op)
     if op not in OPERATORS:
-        raise SearchQueryError(
-            f"{part}.op", f"unknown operator {op!r}; known: {', '.join(OPERATORS)}"
-        )
+        known = ", ".join([*OPERATORS, *OPERATOR_ALIASES])
+        raise SearchQueryError(f"{part}.op", f"unknown operator {op!r}; known: {known}")
     path = parse_path(raw["path"], f"{part}.path")
     value = _check_value(OPERATORS[op], raw.get("value"), f"{part}.value")
     return ParsedFilter(path=path, op=op, value=value)

@@ -15,6 +15,7 @@ from libervia_cache.plugin.analysis import (
     AnalyserError,
     AnalyserRegistry,
     analyse_node,
+    node_to_sync,
 )
 
 SERVICE = JID("pubsub.example.org")
@@ -160,3 +161,64 @@ async def test_a_failing_match_cb_keeps_the_analyser_match() -> None:
     )
     assert analysis.type == "blog"
     assert analysis.subtype is None
+
+
+async def _analyse_with(match_cb: Any, to_sync: bool) -> Any:
+    registry = AnalyserRegistry()
+    registry.register(
+        {
+            "name": "blog",
+            "type": "blog",
+            "node": "urn:blog",
+            "to_sync": to_sync,
+            "match_cb": match_cb,
+        }
+    )
+    return await analyse_node(
+        registry,
+        FakePubsub([], {}),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        SERVICE,
+        "urn:blog:private",
+    )
+
+
+async def test_match_cb_may_turn_off_the_sync_of_one_node_and_it_is_kept_with_the_node() -> None:
+    def match_cb(client: Any, analysis: dict[str, Any]) -> None:
+        assert analysis["to_sync"] is True and analysis["name"] == "blog"
+        if analysis["node"].endswith(":private"):
+            analysis["to_sync"] = False
+
+    analysis = await _analyse_with(match_cb, to_sync=True)
+    assert analysis.to_sync is False
+    assert analysis.extra == {"to_sync": False}
+    assert node_to_sync(analysis.analyser, analysis.extra) is False
+
+
+async def test_match_cb_may_turn_on_the_sync_of_one_node() -> None:
+    def match_cb(client: Any, analysis: dict[str, Any]) -> None:
+        analysis["to_sync"] = True
+
+    analysis = await _analyse_with(match_cb, to_sync=False)
+    assert analysis.to_sync is True
+    assert node_to_sync(analysis.analyser, analysis.extra) is True
+
+
+async def test_a_node_keeps_its_analyser_s_to_sync_unless_match_cb_changed_it() -> None:
+    def match_cb(client: Any, analysis: dict[str, Any]) -> None:
+        analysis["subtype"] = "x"
+
+    analysis = await _analyse_with(match_cb, to_sync=True)
+    assert analysis.to_sync is True
+    assert "to_sync" not in analysis.extra
+    assert node_to_sync(analysis.analyser, analysis.extra) is True
+    assert node_to_sync(analysis.analyser, {"to_sync": "no"}) is True  # not a decision
+
+
+async def test_a_to_sync_that_is_not_a_boolean_is_ignored() -> None:
+    def match_cb(client: Any, analysis: dict[str, Any]) -> None:
+        analysis["to_sync"] = "yes"
+
+    analysis = await _analyse_with(match_cb, to_sync=False)
+    assert analysis.to_sync is False
+    assert "to_sync" not in analysis.extra

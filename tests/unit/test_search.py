@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from libervia_cache.storage.query import (
+    OPERATOR_ALIASES,
     OPERATORS,
     OrderBy,
     ParsedFilter,
@@ -101,6 +102,27 @@ def test_every_operator_accepts_a_valid_value() -> None:
     }
     for op, kind in OPERATORS.items():
         parse_search_query({"parsed": [{"path": "a", "op": op, "value": samples[kind.name]}]})
+
+
+@pytest.mark.parametrize(
+    ("alias", "operator"),
+    [("eq", "=="), ("ne", "!="), ("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")],
+)
+def test_operator_names_of_the_reference_are_aliases(alias: str, operator: str) -> None:
+    query = parse_search_query({"parsed": [{"path": "a", "op": alias, "value": 1}]})
+    assert query.parsed[0].op == operator
+
+
+def test_less_than_stays_strict_where_the_reference_reads_it_as_at_most() -> None:
+    assert OPERATOR_ALIASES["le"] == "<="
+    assert (
+        parse_search_query({"parsed": [{"path": "a", "op": "<", "value": 1}]}).parsed[0].op == "<"
+    )
+
+
+def test_an_unknown_operator_lists_the_aliases_too() -> None:
+    with pytest.raises(SearchQueryError, match=r"parsed\[0\]\.op: unknown operator 'lte'.*\ble\b"):
+        parse_search_query({"parsed": [{"path": "a", "op": "lte", "value": 1}]})
 
 
 def test_purge_filters() -> None:
