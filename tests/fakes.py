@@ -241,6 +241,10 @@ class FakeService:
         """Requests of ``kind`` succeed again."""
         self.failures.pop(kind, None)
 
+    def create(self, node: str) -> None:
+        """Create an empty node."""
+        self.nodes.setdefault(node, [])
+
     def publish(
         self, node: str, *items: tuple[str, str], notify: bool = True, payloads: bool = True
     ) -> None:

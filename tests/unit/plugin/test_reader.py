@@ -36,6 +36,8 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "RSM before, first items": {"rsm_request": rsm.RSMRequest(max_=4, before="i03")},
     "RSM index": {"rsm_request": rsm.RSMRequest(max_=5, index=7)},
     "RSM larger than the node": {"rsm_request": rsm.RSMRequest(max_=50, before="")},
+    "max_items with RSM": {"max_items": 2, "rsm_request": rsm.RSMRequest(max_=4, after="i03")},
+    "item ids with RSM": {"item_ids": ["i07", "i02"], "rsm_request": rsm.RSMRequest(max_=1)},
 }
 
 
@@ -144,7 +146,6 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
     "MAM query": {"extra": {"mam": {"start": "2026-01-01T00:00:00Z"}}},
     "XEP-0413 order": {"extra": {"order_by": "creation"}},
     "max_items=0": {"max_items": 0},
-    "max_items with RSM": {"max_items": 2, "rsm_request": rsm.RSMRequest(max_=5)},
 }
 
 
@@ -157,6 +158,22 @@ async def test_a_request_the_cache_cannot_reproduce_is_answered_by_the_service(
     await cache.synchronise()
 
     answer = await cache.get(**request_)
+
+    assert answer[1]["cached"] is False
+    assert misses(cache) == {Miss.UNSUPPORTED.value: 1}
+
+
+async def test_an_rsm_request_on_a_node_synchronised_empty_is_answered_by_the_service(
+    start: Start, service: FakeService
+) -> None:
+    # an empty first page shows nothing of the server's RSM keys (item ids or its own)
+    service.create(BLOG)
+    cache = await start()
+    await cache.synchronise()
+    service.publish(BLOG, atom("i01"))
+    await cache.events.wait(1)
+
+    answer = await cache.get(rsm_request=rsm.RSMRequest(max_=5, before=""))
 
     assert answer[1]["cached"] is False
     assert misses(cache) == {Miss.UNSUPPORTED.value: 1}
@@ -392,6 +409,23 @@ async def test_a_node_larger_than_the_cache_limit_answers_from_the_cache_what_it
 
     assert cached[1]["cached"] is True
     assert xml(cached) == xml(served)
+
+
+# --- UNKNOWN_ID -------------------------------------------------------------------------
+
+
+async def test_an_item_id_the_node_does_not_hold_is_asked_of_the_service(
+    start: Start, service: FakeService
+) -> None:
+    service.publish(BLOG, *items(3))
+    cache = await start()
+    await cache.synchronise()
+
+    answer = await cache.get(item_ids=["i02", "nosuch"])
+
+    assert answer[1]["cached"] is False
+    assert ids(answer) == ["i02"]
+    assert misses(cache) == {Miss.UNKNOWN_ID.value: 1}
 
 
 # --- UNKNOWN_RSM_KEY --------------------------------------------------------------------
