@@ -28,7 +28,7 @@ from bench import common
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
-ALL_IDS = ("P1", "P1L", "P1b", "P1s", "P2", "P3", "P4", "P5", "P6", "CLI")
+ALL_IDS = ("P1", "P1L", "P1b", "P1s", "P2", "P3", "P4", "P5", "P6", "CLI", "LV")
 MICROBLOG = "urn:xmpp:microblog:0"
 PAGE = 20
 
@@ -668,7 +668,7 @@ def main() -> None:
     if "CLI" in wanted:  # first: before the servers load the machine
         log("CLI: start-up of libervia-cache vs python -c 'import click'")
         results["CLI"] = cli_startup(sizes)
-    if wanted & {"P1", "P1L", "P1b", "P1s", "P3", "P6"}:
+    if wanted & {"P1", "P1L", "P1b", "P1s", "P3", "P6", "LV"}:
         missing = EjabberdServer.missing_binaries()
         if missing:
             sys.exit(
@@ -693,6 +693,14 @@ def main() -> None:
                     log("P1s: ps_items_get over the control socket, cached vs ejabberd")
                     (Path(tmp) / "p1s").mkdir()
                     results["P1s"] = p1s_figures(server, Path(tmp) / "p1s", nodes["small"], sizes)
+                if "LV" in wanted:
+                    from bench.libervia_bench import libervia_figures
+
+                    log(
+                        "LV: inside the real Libervia backend: stock cache, libervia-cache, network"
+                    )
+                    (Path(tmp) / "lv").mkdir()
+                    results["LV"] = libervia_figures(server, Path(tmp) / "lv", args.quick)
         finally:
             server.stop()
             common.shutdown()

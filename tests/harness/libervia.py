@@ -13,6 +13,9 @@ standard library, Twisted and, once Libervia runs, Libervia. It adds one bridge 
 ``events_applied``  events libervia-cache has taken into account
                     (``PUBSUB_CACHE_eventApplied``), by node
 ``stock_node``      the stock cache's state of a node (sync state, items held)
+``profile_get_items`` ``get_items`` under cProfile: the top functions by own time
+``cache_plugin``    which ``PUBSUB_CACHE`` Libervia loaded, the analysers registered on
+                    it, and what registering one of their names again raises
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class Probe:
             "sent": self.pubsub_sent,
             "events_applied": self.events_applied,
             "stock_node": self.stock_node,
+            "cache_plugin": self.cache_plugin,
+            "profile_get_items": self.profile_get_items,
         }
         host.trigger.add(EVENT_APPLIED_POINT, self._event_applied)
         host.bridge.add_method(
@@ -159,4 +164,42 @@ class Probe:
         return {
             "sync_state": node.sync_state.name if node.sync_state else None,
             "items": len(node.items),
+        }
+
+    async def profile_get_items(self, arguments: dict[str, Any]) -> str:
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            await self.get_items(arguments)
+        finally:
+            profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats(arguments.get("sort", "tottime")).print_stats(
+            int(arguments.get("top", 40))
+        )
+        return out.getvalue()
+
+    def cache_plugin(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        cache = self.host.plugins.get("PUBSUB_CACHE")
+        if cache is None:
+            return {"module": None}
+        analysers = (
+            [analyser.name for analyser in cache.cache.analysers]
+            if hasattr(cache, "cache")
+            else sorted(cache.analysers)
+        )
+        duplicate: list[str] = []
+        if analysers:
+            try:
+                cache.register_analyser({"name": analysers[0].upper(), "type": "x", "node": "x"})
+            except Exception as error:
+                duplicate = [cls.__name__ for cls in type(error).__mro__]
+        return {
+            "module": type(cache).__module__,
+            "analysers": analysers,
+            "duplicate_error": duplicate,
         }

@@ -330,11 +330,10 @@ class PBBridge:
         self._factory.disconnect()
 
 
-def error_class(failure_or_error: Any) -> str:
-    """The class name of the Libervia exception behind a bridge error
-    (``"NotFound"``), as frontends read it."""
-    value = getattr(failure_or_error, "value", failure_or_error)
-    name = getattr(value, "type", None) or getattr(failure_or_error, "type", None)
+def error_class(error: Any) -> str:
+    """The class name of the Libervia exception behind a bridge error (``"NotFound"``),
+    as frontends read it (a ``pb.RemoteError``, or a ``pb.CopiedFailure``)."""
+    name = getattr(error, "remoteType", None) or getattr(error, "type", None)
     if isinstance(name, bytes):
         name = name.decode()
     return str(name).rpartition(".")[2]
@@ -367,6 +366,7 @@ class LiberviaBackend:
         cache: str = "libervia-cache",
         profiles: Iterable[str] = ("bob",),
         options: Mapping[str, Any] | None = None,
+        log_level: str = "debug",
     ) -> None:
         if cache not in CACHE_KINDS:
             raise ValueError(f"cache must be one of {', '.join(CACHE_KINDS)}")
@@ -376,6 +376,8 @@ class LiberviaBackend:
         self.cache = cache
         self.profiles = tuple(profiles)
         self.options = dict(options or {})
+        #: Libervia's ``log_level`` (its default is ``info``; tests read debug logs)
+        self.log_level = log_level
         self.home = directory / "home"
         self.local_dir = directory / "local"
         self.log_dir = directory / "log"
@@ -402,7 +404,7 @@ class LiberviaBackend:
             f"local_dir = {self.local_dir}",
             f"log_dir = {self.log_dir}",
             f"pid_dir = {self.directory / 'pid'}",
-            "log_level = debug",
+            f"log_level = {self.log_level}",
             "log_colors = false",
             "",
             "[bridge_pb]",

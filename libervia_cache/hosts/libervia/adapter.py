@@ -85,14 +85,15 @@ class LiberviaLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def forward_logs() -> None:
-    """Send ``libervia_cache``'s logs to Libervia's (once)."""
+def forward_logs(level: str) -> None:
+    """Send ``libervia_cache``'s logs to Libervia's (once), from ``level`` (Libervia's
+    ``log_level``: records below it are not even built, as Libervia's own are not)."""
     package_log = logging.getLogger("libervia_cache")
+    package_log.setLevel(logging.getLevelName(level.upper()) if level else logging.INFO)
     if not any(isinstance(h, LiberviaLogHandler) for h in package_log.handlers):
         handler = LiberviaLogHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         package_log.addHandler(handler)
-        package_log.setLevel(logging.DEBUG)
         package_log.propagate = False
 
 
@@ -117,7 +118,7 @@ class PubsubCache:
     """Libervia's ``PUBSUB_CACHE``: libervia-cache's plugin on Libervia's host."""
 
     def __init__(self, host: Any) -> None:
-        forward_logs()
+        forward_logs(str(host.memory.config_get("", "log_level", "info")))
         log.info("libervia-cache: pubsub cache initialisation")
         self.libervia = host
         plugin = find_plugin()

@@ -19,10 +19,12 @@ host API            Libervia
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from libervia.backend.core import exceptions
 from libervia.backend.tools import trigger as libervia_trigger
@@ -289,9 +291,14 @@ def libervia_metadata(
 
 def node_uri(service: JID, node: str) -> str:
     """The node's XMPP URI, as Libervia's ``XEP_0060.get_node_uri`` builds it."""
-    from urllib.parse import urlencode
+    return _node_uri(service.userhost(), node)
 
-    return f"xmpp:{service.userhost()}?;{urlencode([('node', node.encode('utf-8'))])}"
+
+@functools.lru_cache(maxsize=1024)
+def _node_uri(service: str, node: str) -> str:
+    # urlencode costs more than the rest of a cached read's metadata: the same few nodes
+    # are read again and again
+    return f"xmpp:{service}?;{urlencode([('node', node.encode('utf-8'))])}"
 
 
 class LiberviaClients(Mapping[str, Client]):
