@@ -89,11 +89,26 @@ def measured_from_first_page(
     behaviour = ServerBehaviour(
         rsm=True,
         keys_are_ids=keys_are_ids,
+        keys_known=bool(items),
+        # until seen: a server with keys of its own pages by them, end - max (ejabberd)
+        unclamped_index=not keys_are_ids,
         # a server whose RSM keys are its own creation keys orders items by them: a
         # republished item keeps its key, hence its place (checked at the first one)
         republish_moves=keys_are_ids,
     )
     return with_index_seen(behaviour, len(items), rsm_data, page_size)
+
+
+def keys_seen(
+    behaviour: ServerBehaviour, items: list[Any], rsm_data: dict[str, Any]
+) -> ServerBehaviour:
+    """``behaviour`` once an RSM answer with items showed what the server's keys are."""
+    if behaviour.keys_known or not behaviour.rsm or not items or not rsm_data.get("first"):
+        return behaviour
+    keys_are_ids = rsm_data.get("first") == items[0].getAttribute("id")
+    return behaviour.replace(
+        keys_are_ids=keys_are_ids, keys_known=True, republish_moves=keys_are_ids
+    )
 
 
 def with_index_seen(

@@ -205,12 +205,13 @@ class EventApplier:
         candidates = republished - {newest_before}
         if not candidates:
             return  # the newest item again: both ways agree, nothing learnt
-        self._holds.suspect(node_info.id, "checking where the server puts republished items")
+        self._holds.checking(node_info.id, "where the server puts republished items")
         try:
             items, __ = await self._pubsub.get_items_from_network(
                 client, JID(node_info.service), node_info.name, max_items=1
             )
         except Exception as error:
+            self._holds.checked_with_server(node_info.id)
             self.suspect(client, node_info, f"the republication check failed: {describe(error)}")
             return
         newest = items[-1].getAttribute("id") if items else None
@@ -219,16 +220,16 @@ class EventApplier:
         elif newest == newest_before:
             measured = behaviour.replace(republish_moves=False, republish_checked=True)
         else:  # something else came meanwhile: learn nothing, trust nothing
+            self._holds.checked_with_server(node_info.id)
             self.suspect(client, node_info, "the republication check was inconclusive")
             return
         store = self._store_access.require()
         await store.update_node(
             node_info.id, extra={**node_info.extra, "server": measured.to_json()}
         )
+        self._holds.checked_with_server(node_info.id)
         if measured.republish_moves != behaviour.republish_moves:
             self.suspect(client, node_info, "the server orders republished items otherwise")
-            return
-        self._holds.release(node_info.id)
 
     async def _purge(self, client: Client, node_info: NodeInfo, event: Any) -> None:
         if node_info.sync_state not in SYNCED:

@@ -20,6 +20,7 @@ from __future__ import annotations
 #: reasons, as the miss counters and the status name them
 RECONNECTED = "checked for changes after a reconnection"
 SUSPECT = "may have missed a change"
+CHECKING = "checking something with the server"
 
 
 class Holds:
@@ -29,6 +30,7 @@ class Holds:
         self._profiles: set[str] = set()
         self._unchecked: set[int] = set()
         self._suspect: dict[int, str] = {}
+        self._checking: dict[int, str] = {}
 
     def reason(self, profile: str, node_id: int) -> str | None:
         """Why the node may not be served now (None: it may)."""
@@ -36,6 +38,8 @@ class Holds:
             return RECONNECTED
         if node_id in self._suspect:
             return SUSPECT
+        if node_id in self._checking:
+            return CHECKING
         return None
 
     def why_suspect(self, node_id: int) -> str | None:
@@ -57,11 +61,17 @@ class Holds:
     def suspect(self, node_id: int, why: str) -> None:
         self._suspect[node_id] = why
 
-    def release(self, node_id: int) -> None:
-        """The suspicion is lifted (what made the node suspect was checked)."""
-        self._suspect.pop(node_id, None)
+    def checking(self, node_id: int, what: str) -> None:
+        """A question is being asked of the server about the node (its answer may show
+        the cache's copy is wrong): hold it meanwhile, without starting a sync."""
+        self._checking[node_id] = what
+
+    def checked_with_server(self, node_id: int) -> None:
+        """The question was answered and the copy is right: serve the node again."""
+        self._checking.pop(node_id, None)
 
     def sync_began(self, node_id: int) -> None:
         """A new sync owns the node: its state now keeps it from being served."""
         self._unchecked.discard(node_id)
         self._suspect.pop(node_id, None)
+        self._checking.pop(node_id, None)

@@ -42,13 +42,14 @@ class Miss(enum.Enum):
     NOT_SYNCHRONISED = "not synchronised"
     RECONNECTED = "checked for changes after a reconnection"
     SUSPECT = "may have missed a change"
+    CHECKING = "checking something with the server"
     TRUNCATED = "node larger than the cache limit"
     UNKNOWN_RSM_KEY = "unknown RSM key"
     UNKNOWN_ID = "an item id the node does not hold"
 
 
 #: hold reason (:mod:`.holds`) -> miss
-_HOLD_MISSES = {miss.value: miss for miss in (Miss.RECONNECTED, Miss.SUSPECT)}
+_HOLD_MISSES = {miss.value: miss for miss in (Miss.RECONNECTED, Miss.SUSPECT, Miss.CHECKING)}
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,10 @@ class CachedReader:
         if isinstance(asked, str):
             return Missed(Miss.UNSUPPORTED, node_info, asked)
         if node_info.truncated and (
-            asked.rsm_request is not None or (asked.max_items is None and not asked.item_ids)
+            asked.rsm_request is not None
+            or (asked.max_items is None and not asked.item_ids)
+            # RSM data on max_items answers (ejabberd) counts every item of the node
+            or (asked.max_items is not None and behaviour.max_items_rsm)
         ):
             return Missed(Miss.TRUNCATED, node_info)
         rsm_args: dict[str, Any] = {}

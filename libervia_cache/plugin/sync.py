@@ -411,7 +411,11 @@ class NodeSync:
             last_page = oldest_page or truncated
             if last_page:
                 oldest_id = present[0] if present else None
-                behaviour = await self._probe(behaviour, newest_id, oldest_id, keys)
+                if truncated or not behaviour.rsm:
+                    index_probe = None
+                else:  # the oldest page, seen in full: its last key and its length
+                    index_probe = (rsm_data.get("last"), len(present))
+                behaviour = await self._probe(behaviour, newest_id, oldest_id, keys, index_probe)
                 # what the cache answers as the service would
                 extra = {**extra, "server": behaviour.to_json()}
             if self.cancelled:
@@ -454,13 +458,35 @@ class NodeSync:
         newest_id: str | None,
         oldest_id: str | None,
         keys: dict[str, str],
+        index_probe: tuple[str | None, int] | None = None,
     ) -> ServerBehaviour:
-        """Two small requests that show how the server answers what paging did not
-        ask: whether a ``max_items`` answer carries RSM data (and the newest item's key),
-        and in which order items asked by id come. A failing probe changes nothing."""
+        """Small requests that show how the server answers what paging did not ask:
+        whether a ``max_items`` answer carries RSM data (and the newest item's key), in
+        which order items asked by id come, and (when paging did not show it) which
+        ``index`` a backward page reaching the oldest item gets. A failing probe changes
+        nothing."""
         service, node = JID(self.node_info.service), self.node_info.name
         if newest_id is None:
             return behaviour
+        last_key, length = index_probe or (None, 0)
+        if last_key and length >= 2:
+            # the page before the oldest page's last item, one item too large: it holds
+            # length - 1 items, at index 0, or -1 for a server counting end - max
+            try:
+                items, metadata = await self._pubsub.get_items_from_network(
+                    self.client,
+                    service,
+                    node,
+                    rsm_request=rsm.RSMRequest(max_=length, before=last_key),
+                )
+            except CANCELLED:
+                raise
+            except Exception as error:
+                log.debug("%s: index probe failed: %s", self.where, describe(error))
+            else:
+                behaviour = with_index_seen(
+                    behaviour, len(items), metadata.get("rsm") or {}, length
+                )
         try:
             items, metadata = await self._pubsub.get_items_from_network(
                 self.client, service, node, max_items=1

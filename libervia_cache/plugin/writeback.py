@@ -17,7 +17,7 @@ from twisted.words.xish import domish
 
 from libervia_cache.hostapi import XEP0060, Client
 from libervia_cache.plugin.analysis import AnalyserRegistry, analyse_node
-from libervia_cache.plugin.behaviour import ServerBehaviour
+from libervia_cache.plugin.behaviour import ServerBehaviour, keys_seen
 from libervia_cache.plugin.items import UnstorableItem, parse_items
 from libervia_cache.plugin.reader import ItemsRequest
 from libervia_cache.plugin.settings import Settings
@@ -89,7 +89,16 @@ class WriteBack:
         """The server's RSM keys of the answer's ends, when they are not item ids
         (ejabberd): the cache answers with them from then on."""
         rsm_data = metadata.get("rsm") or {}
-        if not items or not rsm_data or ServerBehaviour.of(node_info.extra).keys_are_ids:
+        if not items or not rsm_data:
+            return
+        behaviour = ServerBehaviour.of(node_info.extra)
+        seen = keys_seen(behaviour, items, rsm_data)
+        if seen != behaviour:  # a node synchronised empty: now its keys are known
+            with contextlib.suppress(NodeGone):
+                await self._store_access.require().update_node(
+                    node_info.id, extra={**node_info.extra, "server": seen.to_json()}
+                )
+        if seen.keys_are_ids:
             return
         keys = {}
         for item, key in ((items[0], rsm_data.get("first")), (items[-1], rsm_data.get("last"))):

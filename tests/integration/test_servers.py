@@ -394,3 +394,52 @@ async def test_silent_server_times_out() -> None:
         port = listener.getsockname()[1]
         with pytest.raises(ClientConnectionError, match=r"timed out after 0\.5 s"):
             await connect_client(JID("alice@localhost"), "pw", "127.0.0.1", port, timeout=0.5)
+
+
+async def test_max_items_answers_and_max_items_with_rsm(
+    xmpp_server: XMPPServer, publisher: Publisher, fresh_node: Callable[[], str]
+) -> None:
+    """A ``max_items`` answer carries RSM data on ejabberd only (index count - max, even
+    negative); with RSM too, a server honouring RSM answers the RSM request (max_items
+    ignored), Prosody the max_items one."""
+    quirks = xmpp_server.quirks
+    service = xmpp_server.pubsub_service
+    node = fresh_node()
+    ids = await make_node(publisher, xmpp_server, node, 8)
+    items, response = await publisher.get_items(service, node, max_items=3)
+    assert ids_of(items) == ids[-3:]
+    assert (response is not None) == quirks["max_items_rsm"]
+    if response is not None:
+        assert (int(response.index), int(response.count)) == (5, 8)
+        __, response = await publisher.get_items(service, node, max_items=20)
+        assert response is not None and int(response.index) == 8 - 20
+    items, response = await publisher.get_items(
+        service, node, max_items=3, rsm_request=rsm.RSMRequest(max_=2)
+    )
+    assert ids_of(items) == (ids[:2] if quirks["rsm"] else ids[-3:])
+
+
+@pytest.mark.parametrize("xmpp_server", ["ejabberd"], indirect=True)
+async def test_ejabberd_replays_the_last_published_item_to_a_new_subscriber(
+    xmpp_server: XMPPServer,
+    publisher: Publisher,
+    fresh_node: Callable[[], str],
+    connect_user: Callable[[str], Any],
+) -> None:
+    """ejabberd sends the last *published* item (a republished old one included) to a new
+    subscriber, as an ordinary items event, when the node says so
+    (``send_last_published_item``, which the test servers' default turns off)."""
+    service = xmpp_server.pubsub_service
+    node = fresh_node()
+    await publisher.create_node(
+        service, node, {"pubsub#send_last_published_item": "on_sub_and_presence"}
+    )
+    ids = [f"item-{n}" for n in range(3)]
+    await publisher.publish(service, node, [(i, payload(i)) for i in ids], depth=1)
+    await publisher.publish(service, node, [(ids[0], payload("again"))])
+    bob = await connect_user("bob")
+    await bob.subscribe_node(service, node)
+    event = await bob.wait_for_event(lambda e: e.node == node)
+    assert event.item_ids == [ids[0]]
+    items, __ = await publisher.get_items(service, node)
+    assert ids_of(items) == ids  # republished, yet in its first place

@@ -25,6 +25,8 @@ removes the directory unless ``keep`` is set.
 ``unknown_id_fails``      asking an unknown item id fails the whole request.
 ``auto_create_on_publish`` publishing to a missing node creates it.
 ``order_by``              XEP-0413 order-by (``creation``/``modification``) works.
+``max_items_rsm``         a ``max_items`` answer carries RSM data (first/last keys,
+                          ``index`` = count - max_items, even negative, and count).
 ``deep_items_relayed``    an item nested 1500 levels deep is stored and notified
                           (libervia-pubsub fails with a RecursionError and never answers).
 """

@@ -133,6 +133,7 @@ class EjabberdServer(XMPPServer):
         "disco_items_order": "creation",
         "rsm_unknown_key": "empty",
         "rsm_last_page_index": "count-max",  # before="" max>count: index is negative
+        "max_items_rsm": True,
         "deep_items_relayed": True,
     }
 

@@ -57,6 +57,7 @@ class LiberviaPubsubServer(ProsodyServer):
         "disco_items_order": "modification",
         "rsm_unknown_key": "empty",
         "rsm_last_page_index": "correct",
+        "max_items_rsm": False,
         "deep_items_relayed": False,  # RecursionError on its side: no answer
     }
 

@@ -94,6 +94,7 @@ class ProsodyServer(XMPPServer):
         "disco_items_order": "newest_first",
         "rsm_unknown_key": None,
         "rsm_last_page_index": None,
+        "max_items_rsm": False,
         "deep_items_relayed": True,
         "default_node_max_items": 20,  # create nodes with pubsub#max_items raised
     }

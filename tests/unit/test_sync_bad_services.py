@@ -59,6 +59,7 @@ class FakeService:
     key_of: Callable[[str], str] = str
     requests: list[rsm.RSMRequest | None] = field(default_factory=list)
     probes: int = 0
+    paged_to_the_oldest: bool = False
     page: Callable[[FakeService, rsm.RSMRequest], Page] | None = None
 
     def id_of_key(self, key: str) -> str:
@@ -100,6 +101,12 @@ class FakeService:
                 ids = [i for i in item_ids or () if i in self.ids]
             metadata = {"service": SERVICE, "node": node, "cached": False}
             return defer.succeed(([item_element(i) for i in ids], metadata))
+        if self.paged_to_the_oldest:
+            # the sync's index probe, after its pages: answered honestly, not a page
+            self.probes += 1
+            ids, rsm_data = FakeService.honest_page(self, rsm_request)
+            metadata = {"service": SERVICE, "node": node, "cached": False, "rsm": rsm_data}
+            return defer.succeed(([item_element(i) for i in ids], metadata))
         self.requests.append(rsm_request)
         if len(self.requests) > MAX_REQUESTS:
             return defer.fail(AssertionError(f"runaway sync: {len(self.requests)} requests"))
@@ -108,6 +115,9 @@ class FakeService:
         except Exception:
             return defer.fail()
         metadata = {"service": SERVICE, "node": node, "cached": False, "rsm": rsm_data}
+        index = rsm_data.get("index")
+        if (index is not None and index <= 0) or len(ids) < rsm_request.max:
+            self.paged_to_the_oldest = True
         return defer.succeed(([item_element(i) for i in ids], metadata))
 
     def subscribe(self, client: Any, service: JID | None, node: str) -> defer.Deferred[Any]:

@@ -57,7 +57,7 @@ async def test_during_the_first_republication_check_the_node_is_answered_by_the_
     answer = await read
 
     assert answer[1]["cached"] is False
-    assert cache.plugin.counters.miss_reasons == {Miss.SUSPECT.value: 1}
+    assert cache.plugin.counters.miss_reasons == {Miss.CHECKING.value: 1}
 
 
 async def test_a_read_during_a_republication_check_that_proves_right_starts_no_sync(
