@@ -131,6 +131,7 @@ class PubsubCache:
             queues=queues,
             settings=self.settings,
             counters=self.counters,
+            freshness=self.freshness,
         )
         self.management = Management(
             store_access=self.store_access, syncs=self.syncs, writeback=self.writeback
@@ -140,6 +141,7 @@ class PubsubCache:
             syncs=self.syncs,
             holds=self.holds,
             counters=self.counters,
+            last_checked=self.freshness.last_checked,
         )
         bridge_methods = CacheBridgeMethods(
             host=host, reader=self.reader, management=self.management, status=self.status
@@ -160,8 +162,10 @@ class PubsubCache:
     # --- lifecycle (called by the host) --------------------------------------------------
 
     async def start(self) -> None:
-        """Open (create or upgrade) the store; see :class:`StoreAccess`."""
+        """Open (create or upgrade) the store (see :class:`StoreAccess`); start the
+        periodic checks."""
         await self.store_access.open()
+        self.freshness.start_periodic(self.settings.check_interval)
 
     async def stop(self) -> None:
         """Unhook from the host, stop the syncs, close the store."""

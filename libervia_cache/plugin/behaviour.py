@@ -123,3 +123,13 @@ def with_index_seen(
     if index == 0 and returned < asked:
         return behaviour.replace(unclamped_index=False)
     return behaviour
+
+
+def server_max_items(extra: dict[str, Any]) -> int | None:
+    """The node's ``pubsub#max_items`` on its server (recorded in its ``extra`` from its
+    configuration), when known and a number: a full node drops its oldest items."""
+    value = extra.get("max_items")
+    try:
+        return int(value) if value is not None and int(value) > 0 else None
+    except (TypeError, ValueError):
+        return None  # "max", or not given

@@ -10,6 +10,7 @@ and that sync is started at once (:mod:`.holds`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,8 +23,9 @@ from tx_xmpp import pubsub
 from libervia_cache.errors import describe
 from libervia_cache.hostapi import XEP0060, Client, ConfigurationEvent, TriggerManager
 from libervia_cache.plugin.analysis import AnalyserRegistry
-from libervia_cache.plugin.behaviour import ServerBehaviour
+from libervia_cache.plugin.behaviour import ServerBehaviour, server_max_items
 from libervia_cache.plugin.counters import Counters
+from libervia_cache.plugin.freshness import Freshness
 from libervia_cache.plugin.holds import Holds
 from libervia_cache.plugin.items import UnstorableItem, parse_items
 from libervia_cache.plugin.serial import KeyedQueues
@@ -60,7 +62,9 @@ class EventApplier:
         queues: KeyedQueues,
         settings: Settings,
         counters: Counters,
+        freshness: Freshness,
     ) -> None:
+        self._freshness = freshness
         self._trigger = trigger
         self._store_access = store_access
         self._pubsub = pubsub_plugin
@@ -179,7 +183,12 @@ class EventApplier:
                 limit=self._settings.cache_limit if completed else None,
                 # where the server keeps a republished item: in its place, or moved
                 keep_place=not behaviour.republish_moves,
+                # a full node on its server drops its oldest items
+                server_max=server_max_items(node_info.extra) if completed else None,
             )
+            if completed and len(republished) < len(parsed):
+                # new items: the server may have dropped old ones without a word
+                self._freshness.after_publication(client, node_info)
             if completed and republished and not behaviour.republish_checked:
                 await self._check_republish(
                     client, node_info, behaviour, republished, newest_before
@@ -250,12 +259,14 @@ class EventApplier:
     ) -> None:
         if node_info.sync_state not in SYNCED or "pubsub#max_items" not in event.options:
             return
+        extra = {**node_info.extra, "max_items": str(event.options["pubsub#max_items"])}
+        await self._store_access.require().update_node(node_info.id, extra=extra)
         log.info(
             "configuration of node %s on %s changed: synchronising it again",
             node_info.name,
             node_info.service,
         )
-        self._syncs.restart(client, node_info)
+        self._syncs.restart(client, dataclasses.replace(node_info, extra=extra))
 
     async def _with_payloads(
         self, client: Client, service: JID, node: str, items: list[domish.Element]

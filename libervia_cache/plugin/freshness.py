@@ -1,4 +1,5 @@
-"""Catching up on what the cache could not hear: after a (re)connection or a reopening.
+"""Catching up on what the cache could not hear: after a (re)connection or a reopening,
+after publications, and periodically.
 
 Events sent while the daemon was stopped, disconnected, or without its store are lost.
 When a profile (re)connects, or the store opens again after a failure, the syncs that
@@ -9,6 +10,14 @@ retracted or republished newest item, or a different count. A service without RS
 answers every item: the whole node is compared. A node that changed is synchronised
 again. A change of an older item that leaves both untouched is not seen (``sync``
 refreshes it).
+
+Some changes come with no event at all: Prosody drops the oldest items of a full node
+when a new one is published, and so does ejabberd without ``notify_retract``; Prosody
+sends no retraction without ``notify`` and lowers ``max_items`` silently. So a node is
+also checked a few seconds after a publication adds items to it (at most once per
+:data:`PUBLICATION_CHECK_INTERVAL`), without being held meanwhile, and every synced node
+is checked every ``check_interval`` seconds: the staleness these silent changes cause is
+bounded by those delays, and ``status`` shows when each node was last checked.
 """
 
 from __future__ import annotations
@@ -34,6 +43,11 @@ log = logging.getLogger(__name__)
 #: at most this many checks in flight at once
 PARALLEL_CHECKS = 4
 
+#: seconds between a publication adding items to a node and the node's check (events
+#: of the same burst come meanwhile), and the least time between two such checks
+PUBLICATION_CHECK_DELAY = 2.0
+PUBLICATION_CHECK_INTERVAL = 30.0
+
 
 class Freshness:
     """Checks the synced nodes of a profile against its server after a gap."""
@@ -57,10 +71,93 @@ class Freshness:
         self.checks: defer.Deferred[Any] = defer.succeed(None)
         self._in_flight: set[defer.Deferred[Any]] = set()
         self._stopped = False
+        #: node id -> when its last check ended (POSIX time)
+        self.last_checked: dict[int, float] = {}
+        self._scheduled: dict[int, Any] = {}
+        self._waiters: dict[int, list[defer.Deferred[None]]] = {}
+        self._loop: Any = None
+        self._clock: Any = None
+
+    def start_periodic(self, interval: int, clock: Any = None) -> None:
+        """Check every synced node of the connected profiles every ``interval`` seconds
+        (0: never)."""
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._clock = clock
+        if interval <= 0:
+            return
+        from twisted.internet import task
+
+        self._loop = task.LoopingCall(self._periodic, interval)
+        self._loop.clock = clock
+        self._loop.start(interval, now=False).addErrback(
+            lambda failure: log.error("periodic checks stopped: %s", describe(failure.value))
+        )
+
+    def _periodic(self, interval: int) -> defer.Deferred[Any]:
+        return defer.Deferred.fromCoroutine(self._check_stale(interval))
+
+    async def _check_stale(self, interval: int) -> None:
+        store = self._store_access.store
+        if store is None or self._stopped:
+            return
+        now = self._now()
+        for client in list(self._clients().values()):
+            try:
+                completed = await store.get_nodes(
+                    profile=client.profile, sync_state=SyncState.COMPLETED
+                )
+            except Exception as error:
+                log.debug("periodic check: %s", describe(error))
+                return
+            for info in completed:
+                if now - self.last_checked.get(info.id, 0) >= interval:
+                    self._track(self._slots.run(self.check, client, info))
+
+    def after_publication(self, client: Client, node_info: NodeInfo) -> None:
+        """A publication added items to a synced node: check it soon (servers drop the
+        oldest items of a full node without telling), once per burst."""
+        if self._stopped or self._clock is None or node_info.id in self._scheduled:
+            return
+        since = self._now() - self.last_checked.get(node_info.id, 0)
+        delay = max(PUBLICATION_CHECK_DELAY, PUBLICATION_CHECK_INTERVAL - since)
+
+        def run() -> None:
+            self._scheduled.pop(node_info.id, None)
+            self._track(self._slots.run(self.check, client, node_info))
+
+        self._scheduled[node_info.id] = self._clock.callLater(delay, run)
+
+    def next_check(self, node_id: int) -> defer.Deferred[None]:
+        """A Deferred fired when the next check of ``node_id`` ends."""
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._waiters.setdefault(node_id, []).append(waiter)
+        return waiter
+
+    def _now(self) -> float:
+        clock = self._clock
+        if clock is None:
+            from twisted.internet import reactor as clock
+        seconds: float = clock.seconds()
+        return seconds
+
+    def _track(self, d: defer.Deferred[Any]) -> None:
+        self._in_flight.add(d)
+
+        def done(result: Any) -> None:
+            self._in_flight.discard(d)
+
+        d.addBoth(done)
 
     async def stop(self) -> None:
         """No more checks; wait for those in flight to end (they start nothing more)."""
         self._stopped = True
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for call in self._scheduled.values():
+            if call.active():
+                call.cancel()
+        self._scheduled.clear()
         while self._in_flight:
             await defer.DeferredList(list(self._in_flight))
 
@@ -125,6 +222,9 @@ class Freshness:
                 self._syncs.restart(client, node_info)
         finally:
             self._holds.checked(node_info.id)
+            self.last_checked[node_info.id] = self._now()
+            for waiter in self._waiters.pop(node_info.id, []):
+                waiter.callback(None)
 
     async def _unchanged(self, client: Client, node_info: NodeInfo) -> bool:
         store = self._store_access.require()

@@ -73,6 +73,12 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "seconds before a running synchronisation is cancelled and redone",
     ),
     ConfigKey(
+        "check_interval",
+        integer(0),
+        600,
+        "seconds between two checks of a synced node against its server (0: never)",
+    ),
+    ConfigKey(
         "sync_page_size",
         integer(1, 1000),
         DEFAULT_PAGE_SIZE,
@@ -91,6 +97,8 @@ class Settings:
     progress_deadline: int = 21600
     #: items asked per RSM page while synchronising
     page_size: int = DEFAULT_PAGE_SIZE
+    #: seconds between two periodic checks of a synced node (0: never)
+    check_interval: int = 600
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -100,4 +108,5 @@ class Settings:
             cache_limit=config.get(SECTION, "cache_limit"),
             progress_deadline=config.get(SECTION, "progress_deadline"),
             page_size=config.get(SECTION, "sync_page_size"),
+            check_interval=config.get(SECTION, "check_interval"),
         )

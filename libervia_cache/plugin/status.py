@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from libervia_cache.plugin.counters import Counters
@@ -9,6 +10,12 @@ from libervia_cache.plugin.holds import Holds
 from libervia_cache.plugin.store_access import StoreAccess
 from libervia_cache.plugin.syncs import SyncManager
 from libervia_cache.storage import NodeInfo
+
+
+def _iso(posix: float | None) -> str | None:
+    if posix is None:
+        return None
+    return datetime.fromtimestamp(posix, UTC).isoformat()
 
 
 class Status:
@@ -21,7 +28,10 @@ class Status:
         syncs: SyncManager,
         holds: Holds,
         counters: Counters,
+        last_checked: dict[int, float] | None = None,
     ) -> None:
+        #: node id -> when its last check against the server ended (POSIX time)
+        self._last_checked = last_checked if last_checked is not None else {}
         self._store_access = store_access
         self._syncs = syncs
         self._holds = holds
@@ -59,6 +69,7 @@ class Status:
             if info.sync_state_updated
             else None,
             "last_sync": info.last_synced.isoformat() if info.last_synced else None,
+            "last_checked": _iso(self._last_checked.get(info.id)),
             "subscribed": info.subscribed,
             "items": await store.count_items(info.id),
             "server_items": info.server_count,

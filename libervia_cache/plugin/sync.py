@@ -36,6 +36,7 @@ from libervia_cache.plugin.analysis import Analyser
 from libervia_cache.plugin.behaviour import (
     ServerBehaviour,
     measured_from_first_page,
+    server_max_items,
     with_index_seen,
 )
 from libervia_cache.plugin.counters import Counters
@@ -429,6 +430,10 @@ class NodeSync:
                 server_count=int(count) if count is not None else None,
                 extra=extra if last_page else None,
                 keys=keys,
+                # a publication during the sync may have pushed the node past its
+                # max_items on its server, which then dropped the oldest items without a
+                # word (ejabberd applies a lowered max_items only then)
+                server_max=server_max_items(extra) if last_page and self.published else None,
             )
             progress.stored += page_slots
             if last_page:

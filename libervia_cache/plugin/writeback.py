@@ -121,6 +121,11 @@ class WriteBack:
         )
         if items is not None and analysis.analyser is None and analysis.namespace is None:
             return None
+        extra = dict(analysis.extra)
+        max_items = (analysis.configuration or {}).get("pubsub#max_items")
+        if max_items is not None:
+            # the server drops the oldest items beyond it, without telling subscribers
+            extra["max_items"] = str(max_items)
         return await self._store_access.require().get_or_create_node(
             client.profile,
             service.full(),
@@ -128,5 +133,5 @@ class WriteBack:
             analyser=analysis.analyser.name if analysis.analyser else None,
             type_=analysis.type,
             subtype=analysis.subtype,
-            extra=analysis.extra,
+            extra=extra,
         )

@@ -468,6 +468,7 @@ class Store:
         extra: dict[str, Any] | None = None,
         keys: Mapping[str, str] | None = None,
         keep_place: bool = False,
+        server_max: int | None = None,
     ) -> None:
         """Store a batch of items of one node, in one transaction.
 
@@ -489,6 +490,8 @@ class Store:
         ``truncated``. ``keys``: the server's RSM keys of some of these items (item id ->
         key). ``keep_place``: an item the node already holds is updated where it is (a
         server that keeps a republished item in its first place), not moved.
+        ``server_max``: the node's own ``max_items`` on its server, which drops its
+        oldest items beyond it (without telling): the store drops them too.
         """
         if where not in ("newest", "oldest"):
             raise ValueError(f"where must be 'newest' or 'oldest', not {where!r}")
@@ -506,6 +509,8 @@ class Store:
                 _write_items(connection, node_id, batch, texts, where, keep_place)
             if keys:
                 _learn_keys(connection, node_id, keys)
+            if server_max is not None:
+                _keep_newest(connection, node_id, server_max, truncated=False)
             if limit is not None:
                 _keep_newest(connection, node_id, limit)
             if complete:
@@ -818,8 +823,9 @@ def _delete_items_where(connection: Connection, condition: Any) -> int:
     return deleted
 
 
-def _keep_newest(connection: Connection, node_id: int, limit: int) -> None:
-    """Delete the oldest items of a node beyond its ``limit`` newest; mark it truncated."""
+def _keep_newest(connection: Connection, node_id: int, limit: int, truncated: bool = True) -> None:
+    """Delete the oldest items of a node beyond its ``limit`` newest; mark it
+    ``truncated`` (the cache holds fewer items than the server) if asked."""
     count = connection.execute(
         select(func.count()).select_from(items).where(items.c.node_id == node_id)
     ).scalar_one()
@@ -832,12 +838,13 @@ def _keep_newest(connection: Connection, node_id: int, limit: int) -> None:
         .limit(count - limit)
     )
     _delete_items_where(connection, items.c.id.in_(oldest.scalar_subquery()))
-    extra = connection.execute(select(nodes.c.extra).where(nodes.c.id == node_id)).scalar_one()
-    connection.execute(
-        update(nodes)
-        .where(nodes.c.id == node_id)
-        .values(extra={**(extra or {}), "truncated": True})
-    )
+    if truncated:
+        extra = connection.execute(select(nodes.c.extra).where(nodes.c.id == node_id)).scalar_one()
+        connection.execute(
+            update(nodes)
+            .where(nodes.c.id == node_id)
+            .values(extra={**(extra or {}), "truncated": True})
+        )
     positions.close_shallow_gaps(connection, node_id)
 
 

@@ -443,3 +443,23 @@ async def test_ejabberd_replays_the_last_published_item_to_a_new_subscriber(
     assert event.item_ids == [ids[0]]
     items, __ = await publisher.get_items(service, node)
     assert ids_of(items) == ids  # republished, yet in its first place
+
+
+async def test_lowering_max_items(
+    xmpp_server: XMPPServer, publisher: Publisher, fresh_node: Callable[[], str]
+) -> None:
+    service = xmpp_server.pubsub_service
+    node = fresh_node()
+    ids = await make_node(publisher, xmpp_server, node, 6)
+    behaviour = xmpp_server.quirks["lowered_max_items"]
+    configuring = publisher.configure(service, node, {"pubsub#max_items": "3"})
+    if behaviour == "refused":
+        with pytest.raises(error.StanzaError):
+            await configuring
+        return
+    await configuring
+    items, __ = await publisher.get_items(service, node)
+    assert ids_of(items) == (ids if behaviour == "at_next_publication" else ids[-3:])
+    await publisher.publish(service, node, [("new", payload("new"))])
+    items, __ = await publisher.get_items(service, node)
+    assert ids_of(items) == [*ids[-2:], "new"]

@@ -228,7 +228,10 @@ async def test_a_node_over_the_limit_keeps_its_newest_items_and_serves_only_what
     assert node_info.extra.get("truncated") is True
     assert await cache_of(daemon).store_access.require().count_items(node_info.id) == 8
     items, metadata = await daemon.xep_0060.get_items(client, service, node, max_items=5)
-    assert metadata["cached"] is True and [i["id"] for i in items] == ids[-5:]
+    assert [i["id"] for i in items] == ids[-5:]
+    # ejabberd counts every item of the node in a max_items answer, which the cache,
+    # holding 8, cannot give: it answers only items by id there
+    assert metadata["cached"] is not xmpp_server.quirks["max_items_rsm"]
     items, metadata = await daemon.xep_0060.get_items(client, service, node, item_ids=ids[-2:])
     assert metadata["cached"] is True
     for request in (

@@ -27,6 +27,10 @@ removes the directory unless ``keep`` is set.
 ``order_by``              XEP-0413 order-by (``creation``/``modification``) works.
 ``max_items_rsm``         a ``max_items`` answer carries RSM data (first/last keys,
                           ``index`` = count - max_items, even negative, and count).
+``lowered_max_items``     what lowering ``pubsub#max_items`` below the item count does:
+                          ``at_next_publication`` (ejabberd: items dropped then),
+                          ``at_once_silently`` (Prosody: no event), ``refused``
+                          (libervia-pubsub: conflict).
 ``deep_items_relayed``    an item nested 1500 levels deep is stored and notified
                           (libervia-pubsub fails with a RecursionError and never answers).
 """

@@ -134,6 +134,7 @@ class EjabberdServer(XMPPServer):
         "rsm_unknown_key": "empty",
         "rsm_last_page_index": "count-max",  # before="" max>count: index is negative
         "max_items_rsm": True,
+        "lowered_max_items": "at_next_publication",
         "deep_items_relayed": True,
     }
 

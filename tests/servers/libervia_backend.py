@@ -366,6 +366,7 @@ class LiberviaBackend:
         cache: str = "libervia-cache",
         profiles: Iterable[str] = ("bob",),
         options: Mapping[str, Any] | None = None,
+        default_options: Mapping[str, Any] | None = None,
         log_level: str = "debug",
     ) -> None:
         if cache not in CACHE_KINDS:
@@ -376,6 +377,8 @@ class LiberviaBackend:
         self.cache = cache
         self.profiles = tuple(profiles)
         self.options = dict(options or {})
+        #: more ``[DEFAULT]`` options (e.g. the stock cache's ``pubsub_cache_strategy``)
+        self.default_options = dict(default_options or {})
         #: Libervia's ``log_level`` (its default is ``info``; tests read debug logs)
         self.log_level = log_level
         self.home = directory / "home"
@@ -406,6 +409,7 @@ class LiberviaBackend:
             f"pid_dir = {self.directory / 'pid'}",
             f"log_level = {self.log_level}",
             "log_colors = false",
+            *(f"{key} = {value}" for key, value in self.default_options.items()),
             "",
             "[bridge_pb]",
             "connection_type = unix_socket",
@@ -481,7 +485,7 @@ class LiberviaBackend:
         while not await call("is_connected", profile):
             if time.monotonic() > deadline:
                 raise ServerError(f"profile {profile} did not connect:\n{self.log_tail()}")
-            await _sleep(0.05)
+            await sleep(0.05)
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL)."""
@@ -511,7 +515,7 @@ class LiberviaBackend:
         )
 
 
-async def _sleep(seconds: float) -> None:
+async def sleep(seconds: float) -> None:
     d: defer.Deferred[None] = defer.Deferred()
     reactor.callLater(seconds, d.callback, None)  # type: ignore[attr-defined]
     await d
@@ -526,7 +530,7 @@ async def _wait_for(
             raise ServerError(f"Libervia died while waiting for {what}")
         if time.monotonic() > deadline:
             raise ServerError(f"timed out after {timeout:g} s waiting for {what}")
-        await _sleep(interval)
+        await sleep(interval)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ class LiberviaPubsubServer(ProsodyServer):
         "rsm_unknown_key": "empty",
         "rsm_last_page_index": "correct",
         "max_items_rsm": False,
+        "lowered_max_items": "refused",
         "deep_items_relayed": False,  # RecursionError on its side: no answer
     }
 

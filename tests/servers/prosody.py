@@ -95,6 +95,7 @@ class ProsodyServer(XMPPServer):
         "rsm_unknown_key": None,
         "rsm_last_page_index": None,
         "max_items_rsm": False,
+        "lowered_max_items": "at_once_silently",
         "deep_items_relayed": True,
         "default_node_max_items": 20,  # create nodes with pubsub#max_items raised
     }

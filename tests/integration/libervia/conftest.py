@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,9 @@ from tests.servers.libervia_backend import (
     LiberviaBackend,
     LiberviaInstall,
     LiberviaInstallError,
-    _sleep,
     ensure_installed,
     error_class,
+    sleep,
 )
 
 NS_ATOM = "http://www.w3.org/2005/Atom"
@@ -95,7 +95,7 @@ class Libervia:
                 return row
             if time.monotonic() > deadline:
                 raise AssertionError(f"node {node} not synchronised: {row}")
-            await _sleep(0.05)
+            await sleep(0.05)
 
     async def probe(self, action: str, **arguments: Any) -> Any:
         return json.loads(await self.call("cache_test_probe", action, json.dumps(arguments)))
@@ -109,7 +109,7 @@ class Libervia:
         while (await self.probe("events_applied")).get(node, 0) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{count} event(s) of {node} not applied in time")
-            await _sleep(0.05)
+            await sleep(0.05)
 
     async def search(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         return list(json.loads(await self.call("ps_cache_search", json.dumps(query))))
@@ -125,6 +125,30 @@ def libervia_install() -> LiberviaInstall:
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture
+def make_libervia(
+    xmpp_server: XMPPServer, libervia_install: LiberviaInstall, tmp_path: Path
+) -> Iterator[Callable[..., Coroutine[Any, Any, Libervia]]]:
+    """More backends for one test: ``await make_libervia(options=..., default_options=...)``
+    (``[pubsub_cache]`` and ``[DEFAULT]`` options); stopped after the test."""
+    started: list[LiberviaBackend] = []
+
+    async def make(**kwargs: Any) -> Libervia:
+        directory = tmp_path / f"libervia-{len(started)}"
+        backend = LiberviaBackend(
+            libervia_install, directory, xmpp_server, profiles=(PROFILE,), **kwargs
+        )
+        started.append(backend)
+        await backend.start()
+        return Libervia(backend, xmpp_server)
+
+    try:
+        yield make
+    finally:
+        for backend in started:
+            backend.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.integration.libervia.conftest import NS_MICROBLOG, PROFILE, Libervia, entry
-from tests.servers.libervia_backend import _sleep
+from tests.servers.libervia_backend import sleep
 from tests.servers.publisher import Publisher
 
 
@@ -108,7 +108,7 @@ async def test_events_keep_the_cached_node_fresh(
             if answer["cached"] and condition(answer["items"]):
                 return answer
             assert time.monotonic() < deadline, f"the cache did not show the change: {answer}"
-            await _sleep(0.05)
+            await sleep(0.05)
 
     sent = await libervia.pubsub_requests_sent()
     await publisher.publish(libervia.service, node, [entry("new", "A new post")])

@@ -43,6 +43,7 @@ def test_the_plugin_declares_its_pubsub_cache_keys_with_their_defaults() -> None
         "db_url": None,
         "cache_limit": 5000,
         "progress_deadline": 21600,
+        "check_interval": 600,
         "sync_page_size": 100,
     }
 
