@@ -31,6 +31,7 @@ from libervia_cache.backend.daemon import Daemon, ProfileClient
 from libervia_cache.plugin import PubsubCache
 from tests.conftest import run
 from tests.harness.daemon import atom_entry, cache_of, start_daemon
+from tests.harness.gates import NetworkGate
 from tests.integration.conftest import synchronised
 from tests.servers.base import XMPPServer
 from tests.servers.publisher import connect_publisher
@@ -432,3 +433,78 @@ async def synced_again(daemon: Daemon, service: JID, node: str) -> None:
     sync = cache_of(daemon).syncs.running(("bob", service.full(), node))
     if sync is not None:
         await sync.wait()
+
+
+@pytest.mark.parametrize("switch", ["resync", "purge", "reconnection"])
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+async def test_a_walk_through_the_daemon_is_the_servers_walk_whatever_stops_the_cache(
+    make_daemon: Any, publisher: Any, xmpp_server: XMPPServer, switch: str, backward: bool
+) -> None:
+    """A client walks a synced node page by page through the daemon's transparent path;
+    half-way, the cache stops answering (a resync, a purge, a reconnection) and the
+    server answers the next pages with the keys the cache gave, then the cache answers
+    again with the keys the server gave: the pages are those of a walk on the server."""
+    service = JID(xmpp_server.pubsub_service)
+    node = f"{MICROBLOG}:walk-{uuid.uuid4().hex[:8]}"
+    await publisher.create_node(service, node, {"pubsub#access_model": "open"})
+    ids = [f"w-{n:02d}" for n in range(17)]
+    await publisher.publish(service, node, [(i, atom_entry(i, i)) for i in ids], depth=1)
+    daemon = await make_daemon()
+    await synchronised(daemon, service, node)
+    client = daemon.get_client("bob")
+    cache = cache_of(daemon)
+
+    async def through_daemon(request: rsm.RSMRequest, use_cache: bool) -> tuple[Answer, bool]:
+        items, metadata = await daemon.xep_0060.get_items(
+            client, service, node, rsm_request=request, extra={"use_cache": use_cache}
+        )
+        return Answer.of(items, metadata), bool(metadata["cached"])
+
+    gates: list[NetworkGate] = []
+
+    async def stop_the_cache() -> None:
+        info = await cache.store_access.require().get_node("bob", service.full(), node)
+        assert info is not None
+        if switch == "resync":
+            # held on its first page: the next pages of the walk come from the server
+            gates.append(NetworkGate(daemon.xep_0060, "page", node=node))
+            cache.syncs.restart(client, info)
+            await gates[-1].reached
+        elif switch == "purge":
+            await cache.management.purge({"nodes": [node]})
+        else:
+            await cache.profile_connected(client)
+
+    async def walk_once(use_cache: bool, switch_at: int | None) -> tuple[list[Any], set[bool]]:
+        pages: list[Any] = []
+        sources: set[bool] = set()
+        request = rsm.RSMRequest(max_=3, before="") if backward else rsm.RSMRequest(max_=3)
+        for k in range(len(ids)):
+            if k == switch_at:
+                await stop_the_cache()
+            elif gates and switch_at is not None and k == switch_at + 2:
+                gates.pop().remove()
+                await synced_again(daemon, service, node)
+            answer, cached = await through_daemon(request, use_cache)
+            sources.add(cached)
+            rsm_data = answer.metadata.get("rsm") or {}
+            pages.append((answer.ids, rsm_data))
+            if not xmpp_server.quirks["rsm"] or not answer.ids:
+                break
+            if backward:
+                if rsm_data["index"] <= 0:
+                    break
+                request = rsm.RSMRequest(max_=3, before=rsm_data["first"])
+            elif rsm_data["index"] + len(answer.ids) >= rsm_data["count"]:
+                break
+            else:
+                request = rsm.RSMRequest(max_=3, after=rsm_data["last"])
+        return pages, sources
+
+    server_pages, __ = await walk_once(use_cache=False, switch_at=None)
+    # a first walk warms the cache (it learns the server's keys where they are its own)
+    await walk_once(use_cache=True, switch_at=None)
+    pages, sources = await walk_once(use_cache=True, switch_at=2)
+    assert pages == server_pages
+    if xmpp_server.quirks["rsm"]:
+        assert sources == {True, False}, "the walk went through both the cache and the server"
