@@ -50,6 +50,9 @@ myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_default_options = {"members": True, "undoc-members": False}
+# Annotations such as ``type[StrEnum]`` make Sphinx look for a ``type`` target, which is
+# also the name of dataclass fields (Analyser.type...): an ambiguity, not a broken link.
+suppress_warnings = ["ref.python"]
 
 html_theme = "alabaster"
 html_title = f"libervia-cache {release}"
