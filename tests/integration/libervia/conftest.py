@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from twisted.spread import pb
@@ -35,6 +35,8 @@ NS_ATOM = "http://www.w3.org/2005/Atom"
 #: the node prefix Libervia's XEP-0277 analyser matches
 NS_MICROBLOG = "urn:xmpp:microblog:0"
 PROFILE = "bob"
+
+T = TypeVar("T")
 
 
 def entry(item_id: str, title: str | None = None, content: str = "") -> tuple[str, str]:
@@ -102,6 +104,19 @@ class Libervia:
 
     async def pubsub_requests_sent(self) -> int:
         return int(await self.probe("sent", profile=PROFILE))
+
+    async def read_sending_nothing(self, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``'s answer, once it was given with no pubsub request sent meanwhile.
+
+        Three tries: a freshness check of the cache (a few seconds after a publication,
+        then periodically) may happen to send its request during one read.
+        """
+        for __ in range(3):
+            before = await self.pubsub_requests_sent()
+            answer = await read()
+            if await self.pubsub_requests_sent() == before:
+                return answer
+        raise AssertionError("every read sent a pubsub request")
 
     async def wait_events(self, node: str, count: int, timeout: float = 15) -> None:
         """Until libervia-cache has taken ``count`` events of ``node`` into account."""
