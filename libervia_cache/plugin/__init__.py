@@ -106,6 +106,7 @@ class PubsubCache:
             syncs=self.syncs,
             holds=self.holds,
             clients=lambda: host.clients,
+            queues=queues,
         )
         self.store_access.on_open(self.freshness.store_reopened)
         self.reader = CachedReader(

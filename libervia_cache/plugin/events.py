@@ -92,6 +92,7 @@ class EventApplier:
             # without a store the event is lost: its reopening checks every synced node
             return defer.succeed(None)
         key = (client.profile, event.sender.full(), event.nodeIdentifier)
+        self._freshness.event_received(key)
         return self._queues.run(key, lambda: self._apply(client, event, handler))
 
     async def _apply(self, client: Client, event: Any, handler: Handler) -> None:

@@ -17,7 +17,11 @@ sends no retraction without ``notify`` and lowers ``max_items`` silently. So a n
 also checked a few seconds after a publication adds items to it (at most once per
 :data:`PUBLICATION_CHECK_INTERVAL`), without being held meanwhile, and every synced node
 is checked every ``check_interval`` seconds: the staleness these silent changes cause is
-bounded by those delays, and ``status`` shows when each node was last checked.
+bounded by those delays, and ``status`` shows when each node was last checked. Such a
+node is served while it is checked, and events keep coming: a check that crossed an
+event of its node proves nothing and is redone later, and a difference is confirmed by a
+second check before the node is synchronised again (a notification may still be on its
+way), so a busy node is not resynchronised for changes its events bring anyway.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from libervia_cache.errors import describe
 from libervia_cache.hostapi import XEP0060, Client
 from libervia_cache.plugin.holds import Holds
 from libervia_cache.plugin.items import UnstorableItem, normalise_item, serialise
+from libervia_cache.plugin.serial import KeyedQueues
 from libervia_cache.plugin.store_access import StoreAccess
 from libervia_cache.plugin.syncs import SyncManager
 from libervia_cache.storage import NodeInfo, SyncState
@@ -60,8 +65,12 @@ class Freshness:
         syncs: SyncManager,
         holds: Holds,
         clients: Callable[[], Mapping[str, Client]],
+        queues: KeyedQueues | None = None,
     ) -> None:
         self._store_access = store_access
+        self._queues = queues if queues is not None else KeyedQueues()
+        #: node key -> events received for it so far (:meth:`event_received`)
+        self._events_seen: dict[tuple[str, str, str], int] = {}
         self._pubsub = pubsub
         self._syncs = syncs
         self._holds = holds
@@ -112,21 +121,36 @@ class Freshness:
                 return
             for info in completed:
                 if now - self.last_checked.get(info.id, 0) >= interval:
-                    self._track(self._slots.run(self.check, client, info))
+                    self._schedule(client, info, 0)
 
     def after_publication(self, client: Client, node_info: NodeInfo) -> None:
         """A publication added items to a synced node: check it soon (servers drop the
         oldest items of a full node without telling), once per burst."""
-        if self._stopped or self._clock is None or node_info.id in self._scheduled:
-            return
         since = self._now() - self.last_checked.get(node_info.id, 0)
-        delay = max(PUBLICATION_CHECK_DELAY, PUBLICATION_CHECK_INTERVAL - since)
+        self._schedule(
+            client, node_info, max(PUBLICATION_CHECK_DELAY, PUBLICATION_CHECK_INTERVAL - since)
+        )
+
+    def event_received(self, key: tuple[str, str, str]) -> None:
+        """An event of the node ``key`` (profile, service, name) arrived: a check whose
+        answer crossed it cannot tell a change the event brings from a silent one."""
+        self._events_seen[key] = self._events_seen.get(key, 0) + 1
+
+    def _schedule(
+        self, client: Client, node_info: NodeInfo, delay: float, confirming: bool = False
+    ) -> None:
+        """A check of a served node in ``delay`` seconds (one at a time per node)."""
+        if self._stopped or node_info.id in self._scheduled:
+            return
+        clock = self._clock
+        if clock is None:
+            from twisted.internet import reactor as clock
 
         def run() -> None:
             self._scheduled.pop(node_info.id, None)
-            self._track(self._slots.run(self.check, client, node_info))
+            self._track(self._slots.run(self._check_served, client, node_info, confirming))
 
-        self._scheduled[node_info.id] = self._clock.callLater(delay, run)
+        self._scheduled[node_info.id] = clock.callLater(delay, run)
 
     def next_check(self, node_id: int) -> defer.Deferred[None]:
         """A Deferred fired when the next check of ``node_id`` ends."""
@@ -214,19 +238,81 @@ class Freshness:
             checks.addBoth(done)
 
     async def check(self, client: Client, node_info: NodeInfo) -> None:
-        """Resynchronise ``node_info`` if it differs from the server; release its hold."""
+        """After a gap: resynchronise ``node_info`` if it differs from the server (events
+        were lost: any difference is a change missed); release its hold."""
         try:
             if self._stopped:
                 return
             if not await self._unchanged(client, node_info) and not self._stopped:
+                self._changed(node_info)
                 self._syncs.restart(client, node_info)
         finally:
             self._holds.checked(node_info.id)
-            self.last_checked[node_info.id] = self._now()
-            for waiter in self._waiters.pop(node_info.id, []):
-                waiter.callback(None)
+            self._concluded(node_info.id)
 
-    async def _unchanged(self, client: Client, node_info: NodeInfo) -> bool:
+    async def _check_served(self, client: Client, node_info: NodeInfo, confirming: bool) -> None:
+        """A check of a node served meanwhile (after a publication, or periodic).
+
+        Events keep coming while it runs: an answer that crossed one (or came while
+        earlier ones were still being applied) tells nothing, and the node is checked
+        again a little later. A difference with no event in sight is checked once more
+        after :data:`PUBLICATION_CHECK_DELAY` (a notification may still be on its way,
+        some services send them after answering) before the node is synchronised again.
+        """
+        store = self._store_access.store
+        if self._stopped or store is None:
+            self._concluded(node_info.id)
+            return
+        try:
+            current = await store.get_node(*node_info.key)
+        except Exception as error:  # the store failed: its reopening checks every node
+            log.debug("check of node %s: %s", node_info.name, describe(error))
+            self._concluded(node_info.id)
+            return
+        if current is None or current.id != node_info.id:
+            self._concluded(node_info.id)  # reset or deleted meanwhile: nothing to check
+            return
+        if current.sync_state is not SyncState.COMPLETED:
+            self._concluded(node_info.id)  # a sync runs (or failed): it answers for it
+            return
+        key = current.key
+        seen = self._events_seen.get(key, 0)
+        busy = self._queues.pending(key)
+        try:
+            unchanged = await self._unchanged(client, current, quiet=True)
+        except Exception as error:  # the store failed: its reopening checks every node
+            log.debug("check of node %s: %s", current.name, describe(error))
+            unchanged = True
+        if self._stopped or unchanged:
+            self._concluded(node_info.id)
+        elif busy or self._events_seen.get(key, 0) != seen:
+            log.debug(
+                "check of node %s on %s crossed its events: checking it again later",
+                current.name,
+                current.service,
+            )
+            self._schedule(client, current, PUBLICATION_CHECK_DELAY)
+        elif not confirming:
+            self._schedule(client, current, PUBLICATION_CHECK_DELAY, confirming=True)
+        else:
+            self._changed(current)
+            self._syncs.restart(client, current)
+            self._concluded(node_info.id)
+
+    def _changed(self, node_info: NodeInfo) -> None:
+        log.info(
+            "node %s on %s changed while its events could not reach us: synchronising it again",
+            node_info.name,
+            node_info.service,
+        )
+
+    def _concluded(self, node_id: int) -> None:
+        """The check of ``node_id`` reached its conclusion (a sync, if any, started)."""
+        self.last_checked[node_id] = self._now()
+        for waiter in self._waiters.pop(node_id, []):
+            waiter.callback(None)
+
+    async def _unchanged(self, client: Client, node_info: NodeInfo, quiet: bool = False) -> bool:
         store = self._store_access.require()
         service = JID(node_info.service)
         try:
@@ -236,10 +322,11 @@ class Freshness:
             server_items = [serialise(normalise_item(item)) for item in items]
         except (Exception, UnstorableItem) as error:
             log.info(
-                "could not check node %s on %s for changes (%s): synchronising it again",
+                "could not check node %s on %s for changes (%s)%s",
                 node_info.name,
                 node_info.service,
                 describe(error),
+                "" if quiet else ": synchronising it again",
             )
             return False
         server_rsm = metadata.get("rsm") or {}
@@ -250,10 +337,4 @@ class Freshness:
         else:
             cached = await store.get_items(node_info.id)
             unchanged = cached.items == server_items
-        if not unchanged:
-            log.info(
-                "node %s on %s changed while its events could not reach us: synchronising it again",
-                node_info.name,
-                node_info.service,
-            )
         return unchanged

@@ -55,6 +55,15 @@ async def test_get_answers_from_the_network_then_from_the_cache_after_sync(
 
     last_page = ("get", service.full(), node, "--rsm-max", "5", "--before", "--json")
     page = json.loads(daemon_process.cli(*last_page).stdout)
+    if xmpp_server.quirks["rsm"] and not xmpp_server.quirks["rsm_keys_are_item_ids"]:
+        # the server's own RSM keys of these items are not known yet: the first read of
+        # the page goes to the server and the cache learns them from its answer
+        assert page["metadata"]["cached"] is False
+        learnt = json.loads(daemon_process.cli(*last_page).stdout)
+        assert learnt["metadata"]["cached"] is True
+        assert learnt["items"] == page["items"]
+        assert without_cached(learnt["metadata"]) == without_cached(page["metadata"])
+        page = learnt
     assert page["metadata"]["cached"] is True
     if xmpp_server.quirks["rsm"]:
         assert page["items"] == network["items"][-5:]

@@ -184,6 +184,14 @@ def test_cache_get_answers_a_synchronised_node_like_the_service(
     assert cached["metadata"]["cached"] is True
     assert cached["items"] == network["items"]
     last_page = (blog.service, blog.node, "--rsm-max", "5", "--before")
+    if xmpp_server.quirks["rsm"] and not xmpp_server.quirks["rsm_keys_are_item_ids"]:
+        # the server's own RSM keys of these items are not known until it has answered
+        # this page once: cache-get says so in one line, and answers once a get learnt them
+        refused = blog.daemon.cli("cache-get", *last_page, "--json", check=False)
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert "unknown RSM key" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert cli_json(blog.daemon, "get", *last_page)["metadata"]["cached"] is False
     page = cli_json(blog.daemon, "cache-get", *last_page)
     if xmpp_server.quirks["rsm"]:
         assert page["items"] == network["items"][-5:]
