@@ -16,7 +16,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
 from libervia_cache.hostapi import XEP0060, Client
-from libervia_cache.plugin.analysis import AnalyserRegistry, analyse_node
+from libervia_cache.plugin.analysis import AnalyserRegistry, analyse_node, node_to_sync
 from libervia_cache.plugin.behaviour import ServerBehaviour, keys_seen
 from libervia_cache.plugin.items import UnstorableItem, parse_items
 from libervia_cache.plugin.reader import ItemsRequest
@@ -68,7 +68,7 @@ class WriteBack:
         analyser = self._analysers.get(node_info.analyser)
         if analyser is None:
             return
-        if analyser.to_sync and node_info.sync_state is None:
+        if node_to_sync(analyser, node_info.extra) and node_info.sync_state is None:
             self._syncs.start(client, node_info)
         elif node_info.sync_state not in (SyncState.COMPLETED, SyncState.IN_PROGRESS):
             # A tracked node that is not synchronised (not to_sync, NO_SYNC or ERROR):

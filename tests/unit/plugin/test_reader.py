@@ -443,3 +443,43 @@ async def test_an_rsm_key_the_node_does_not_hold_is_asked_of_the_service(
 
     assert answer[1]["cached"] is False
     assert misses(cache) == {Miss.UNKNOWN_RSM_KEY.value: 1}
+
+
+# --- an analyser's match_cb decides for one node ------------------------------------------
+
+
+@pytest.mark.parametrize("analyser_syncs", [True, False])
+async def test_match_cb_may_decide_whether_one_node_is_synchronised(
+    start: Start, service: FakeService, analyser_syncs: bool
+) -> None:
+    chosen, other = "urn:test:lists/chosen", "urn:test:lists/other"
+    service.publish(chosen, *items(2))
+    service.publish(other, *items(2))
+    cache = await start()
+
+    def decide(client: Any, analysis: dict[str, Any]) -> None:
+        if analysis["node"] == chosen:
+            analysis["to_sync"] = not analyser_syncs
+
+    cache.plugin.register_analyser(
+        {
+            "name": "lists",
+            "node": "urn:test:lists/",
+            "type": "list",
+            "to_sync": analyser_syncs,
+            "match_cb": decide,
+        }
+    )
+    for node in (chosen, other):
+        await cache.get(node)  # analysed, and synchronised if its analysis says so
+        await cache.settled(node)
+
+    states = {node: (await cache.node(node)) for node in (chosen, other)}
+    synced = {
+        node: info is not None and info.sync_state is SyncState.COMPLETED
+        for node, info in states.items()
+    }
+    assert synced == {chosen: not analyser_syncs, other: analyser_syncs}
+    # the decision is kept with the node: later reads follow it
+    assert (await cache.get(chosen))[1]["cached"] is (not analyser_syncs)
+    assert (await cache.get(other))[1]["cached"] is analyser_syncs
