@@ -128,6 +128,10 @@ async def page_figures(
         if len(items) != PAGE:
             raise AssertionError(f"server answered {len(items)} items")
 
+    # ejabberd's RSM keys are its own (not item ids): a sync learns those of its pages'
+    # ends, and the cache the others from the server's first answer to this page, as it
+    # does for a user paging through a node
+    await xep_0060.get_items(client, service_jid, node, rsm_request=rsm.RSMRequest(max_=PAGE))
     cache_reps, server_reps = reps
     samples = await interleaved(
         {
@@ -252,7 +256,7 @@ async def p6_concurrency(
     from tx_xmpp import rsm
 
     from libervia_cache.plugin import EVENT_APPLIED_POINT
-    from tests.harness.daemon import atom_entry
+    from tests.harness.daemon import atom_entry, cache_of
 
     service_jid = JID(service)
     applied = {"events": 0}
@@ -306,6 +310,14 @@ async def p6_concurrency(
         if not metadata.get("cached") or len(items) != expected:
             errors.append(f"wrong answer: {len(items)} items, cached={metadata.get('cached')}")
 
+    # each page once, as a user paging through it: the cache learns ejabberd's own RSM
+    # keys of the pages' ends from its answers (a sync learns only those of its pages)
+    for offset in offsets:
+        await daemon.xep_0060.get_items(
+            client, service_jid, read_node, rsm_request=rsm.RSMRequest(max_=PAGE, index=offset)
+        )
+    counters = cache_of(daemon).counters
+    misses_before = dict(counters.miss_reasons)
     try:
         for _ in range(sizes.p6_waves):
             running = not sync_done["done"]
@@ -334,6 +346,11 @@ async def p6_concurrency(
             "reads_while_sync_ran": during_sync,
             "events_published": published["count"],
             "events_applied_by_cache": applied["events"],
+            "misses_by_reason": {
+                reason: count - misses_before.get(reason, 0)
+                for reason, count in counters.miss_reasons.items()
+                if count != misses_before.get(reason, 0)
+            },
             "p50_ms": round(common.percentile(latencies, 50), 2),
             "p99_ms": round(common.percentile(latencies, 99), 2),
             "max_ms": round(max(latencies), 2) if latencies else None,
