@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from libervia_cache.plugin import freshness
 from libervia_cache.plugin.reader import Miss
 from libervia_cache.storage import SyncState
 from tests.fakes import FakeService, atom
@@ -135,3 +136,78 @@ async def test_after_the_store_reopened_synchronised_nodes_are_checked_again(
     assert cache.plugin.counters.syncs_started == 2
     assert answer[1]["cached"] is True
     assert ids(answer) == ["i01", "i02", "i03", "i04"]
+
+
+# --- checks of served nodes: after a publication, periodic -------------------------------
+
+
+def checks_sent(service: FakeService) -> int:
+    """The freshness checks the service was asked: its newest item, with the count."""
+    return sum(
+        1
+        for kind, __, request in service.requests
+        if kind == "items"
+        and request["rsm"] is not None
+        and (request["rsm"].max, request["rsm"].before) == (1, "")
+    )
+
+
+@pytest.fixture
+def quick_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks after publications (and their reruns) follow each other at once."""
+    monkeypatch.setattr(freshness, "PUBLICATION_CHECK_DELAY", 0.001)
+
+
+async def test_a_silent_difference_is_confirmed_by_a_second_check_then_synchronised(
+    start: Start, service: FakeService, quick_checks: None
+) -> None:
+    service.publish(BLOG, *items(3))
+    cache = await start()
+    await cache.synchronise()
+    node = await cache.node()
+    assert node is not None
+    service.publish(BLOG, atom("i04"), notify=False)  # no event: a silent change
+
+    concluded = cache.plugin.freshness.next_check(node.id)
+    cache.plugin.freshness.after_publication(cache.client, node)
+    await concluded
+    await cache.settled()
+
+    assert checks_sent(service) == 2
+    assert cache.plugin.counters.syncs_started == 2
+    answer = await cache.get()
+    assert answer[1]["cached"] is True
+    assert xml(answer) == xml(await cache.network())
+
+
+async def test_a_check_that_crossed_an_event_of_its_node_is_redone_without_a_resync(
+    start: Start, service: FakeService, quick_checks: None
+) -> None:
+    service.publish(BLOG, *items(3))
+    cache = await start()
+    await cache.synchronise()
+    node = await cache.node()
+    assert node is not None
+    first_check = service.hold("items")
+    cache.plugin.freshness.after_publication(cache.client, node)
+    await first_check.reached
+    # a publication meanwhile, its event still being applied (its payload is fetched)
+    fetching = service.hold("payload")
+    service.publish(BLOG, atom("i04"), payloads=False)
+    await fetching.reached
+    second_check = service.hold("items")
+    first_check.release()  # the server's answer has i04, the cache not yet: no proof
+    await second_check.reached
+
+    assert cache.plugin.counters.syncs_started == 1
+    concluded = cache.plugin.freshness.next_check(node.id)
+    applied = cache.events.wait(1)
+    fetching.release()
+    await applied
+    second_check.release()
+    await concluded
+
+    assert cache.plugin.counters.syncs_started == 1
+    answer = await cache.get()
+    assert answer[1]["cached"] is True
+    assert xml(answer) == xml(await cache.network())
