@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -396,10 +397,6 @@ class NodeSync:
             # the page's slots count toward the limit even for items that events already
             # stored (or retracted): the limit caps what the node holds
             page_slots = len(items)
-            # an item an event published meanwhile keeps the event's version; a server that
-            # keeps republished items in their first place (ejabberd, which also replays
-            # the last item to a new subscriber) has it where this page has it
-            in_place = {i for i in present if i in self.published and not behaviour.republish_moves}
             parsed = await parse_items(
                 self._analyser,
                 self.client,
@@ -407,8 +404,6 @@ class NodeSync:
                 node,
                 [i for i in items if i.getAttribute("id") not in touched],
             )
-            if in_place:
-                parsed = await self._placed(store, items, parsed, in_place)
             last_page = oldest_page or truncated
             if last_page:
                 oldest_id = present[0] if present else None
@@ -419,21 +414,19 @@ class NodeSync:
                 behaviour = await self._probe(behaviour, newest_id, oldest_id, keys, index_probe)
                 # what the cache answers as the service would
                 extra = {**extra, "server": behaviour.to_json()}
-            if self.cancelled:
-                raise defer.CancelledError()
-            await store.cache_items(
-                node_info.id,
-                parsed,
-                where="oldest",
-                complete=last_page,
-                token=self._token,
-                server_count=int(count) if count is not None else None,
-                extra=extra if last_page else None,
-                keys=keys,
-                # a publication during the sync may have pushed the node past its
-                # max_items on its server, which then dropped the oldest items without a
-                # word (ejabberd applies a lowered max_items only then)
-                server_max=server_max_items(extra) if last_page and self.published else None,
+            await self._queues.run(
+                self.key,
+                functools.partial(
+                    self._write_page,
+                    store,
+                    items,
+                    parsed,
+                    behaviour,
+                    complete=last_page,
+                    server_count=int(count) if count is not None else None,
+                    extra=extra if last_page else None,
+                    keys=keys,
+                ),
             )
             progress.stored += page_slots
             if last_page:
@@ -441,6 +434,49 @@ class NodeSync:
             previous_index = index
             spare_keys = present[1:] if present and first == present[0] else []
             request = rsm.RSMRequest(max_=page_size, before=first)
+
+    async def _write_page(
+        self,
+        store: Store,
+        items: list[Any],
+        parsed: list[Any],
+        behaviour: ServerBehaviour,
+        *,
+        complete: bool,
+        server_count: int | None,
+        extra: dict[str, Any] | None,
+        keys: dict[str, str],
+    ) -> None:
+        """Store a page, as a job of the node's event queue: no event is applied while
+        it is written, and every event applied before it is taken into account (an event
+        applied while the page was fetched or parsed, the node's completion included)."""
+        if self.cancelled:
+            raise defer.CancelledError()
+        # an item an event published meanwhile keeps the event's version; a server that
+        # keeps republished items in their first place (ejabberd, which also replays the
+        # last item to a new subscriber) has it where this page has it
+        parsed = [row for row in parsed if row[0] not in self.touched]
+        in_place = {
+            item.getAttribute("id")
+            for item in items
+            if item.getAttribute("id") in self.published and not behaviour.republish_moves
+        }
+        if in_place:
+            parsed = await self._placed(store, items, parsed, in_place)
+        await store.cache_items(
+            self.node_info.id,
+            parsed,
+            where="oldest",
+            complete=complete,
+            token=self._token,
+            server_count=server_count,
+            extra=extra,
+            keys=keys,
+            # a publication during the sync may have pushed the node past its max_items
+            # on its server, which then dropped the oldest items without a word (ejabberd
+            # applies a lowered max_items only then)
+            server_max=server_max_items(extra) if extra is not None and self.published else None,
+        )
 
     async def _placed(
         self, store: Store, items: list[Any], parsed: list[Any], in_place: set[str]
