@@ -123,3 +123,25 @@ async def test_a_node_deleted_during_its_sync_is_forgotten(
     assert sync.outcome is Outcome.CANCELLED
     assert await cache.node() is None
     assert cache.plugin.syncs.running(cache.key()) is None
+
+
+async def test_an_event_applied_after_a_page_came_and_before_it_is_written_wins_over_it(
+    start: Start, service: FakeService
+) -> None:
+    service.publish(BLOG, *items(3))
+    cache = await start()
+    # the only page has come (i02 in its old version, in the middle); the sync's last
+    # questions (which order items asked by id come in) are held before it writes it
+    probing = service.hold("payload")
+    sync = await cache.start_sync()
+    await probing.reached
+    service.publish(BLOG, atom("i02", "i02, edited"))  # republished: moves to the newest
+    await cache.events.wait(1)
+    probing.release()
+    await sync.wait()
+
+    assert sync.outcome is Outcome.COMPLETED
+    cached = await cache.get()
+    assert cached[1]["cached"] is True
+    assert ids(cached) == ["i01", "i03", "i02"]
+    assert xml(cached) == xml(await cache.network())
