@@ -247,15 +247,7 @@ class PubsubCache:
         rsm_request: rsm.RSMRequest | None,
         extra: dict[str, Any],
     ) -> ReturnPointResult:
-        request = ItemsRequest(
-            service or client.jid.userhostJID(),
-            node,
-            max_items,
-            item_ids,
-            rsm_request,
-            sub_id,
-            extra,
-        )
+        request = _request(client, service, node, max_items, item_ids, sub_id, rsm_request, extra)
         answer = await self.reader.read(client, request)
         if isinstance(answer, Missed):
             if answer.reason is not Miss.DISABLED:
@@ -281,17 +273,25 @@ class PubsubCache:
         items: list[domish.Element],
         metadata: dict[str, Any],
     ) -> bool:
-        request = ItemsRequest(
-            service or client.jid.userhostJID(),
-            node,
-            max_items,
-            item_ids,
-            rsm_request,
-            sub_id,
-            extra,
-        )
+        request = _request(client, service, node, max_items, item_ids, sub_id, rsm_request, extra)
         try:
             await self.writeback.record(client, request, items, metadata)
         except STORE_ERRORS as error:
             self.store_access.failed(error, f"recording node {node}")
         return True
+
+
+def _request(
+    client: Client,
+    service: JID | None,
+    node: str,
+    max_items: int | None,
+    item_ids: Sequence[str] | None,
+    sub_id: str | None,
+    rsm_request: rsm.RSMRequest | None,
+    extra: dict[str, Any],
+) -> ItemsRequest:
+    """The request of a trigger point's arguments (no service: the profile's own PEP)."""
+    return ItemsRequest(
+        service or client.jid.userhostJID(), node, max_items, item_ids, rsm_request, sub_id, extra
+    )
