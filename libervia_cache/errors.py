@@ -37,6 +37,7 @@ __all__ = [
     "describe",
     "exit_code",
     "kind_of",
+    "one_line",
     "to_bridge_error",
 ]
 

@@ -1,12 +1,19 @@
 """XMPP client connections of the reference daemon: one per profile.
 
-:func:`connect_client` builds a :class:`tx_xmpp.client.XMPPClient` whose stream
+:func:`start_client` builds a :class:`tx_xmpp.client.XMPPClient` whose stream
 initialisation follows the profile's TLS policy, attaches the profile's handlers (e.g.
-the RSM-aware pubsub client), starts it and fires once the stream is authenticated and
-bound. The first connection must succeed: a refused connection, an authentication or TLS
-failure or a timeout fails the returned Deferred with :class:`ClientConnectionError`, a
-one-line message. After that, the client reconnects by itself with exponential backoff
-whenever the connection drops (its factory is a Twisted ``ReconnectingClientFactory``).
+the RSM-aware pubsub client) and starts it: it keeps trying, from the first attempt on,
+with exponential backoff (1 s, then about 2.7 times longer each time, at most
+``max_retry_delay``), whatever went wrong: a refused connection, a server that does not
+answer in time, an authentication or TLS failure. The delay starts again from 1 s only
+after a successful authentication, so that a server that accepts connections but refuses
+the account is not hammered. :attr:`ReconnectingClient.status` says where it stands
+(:class:`ConnectionStatus`), and :meth:`ReconnectingClient.observe` reports every
+change.
+
+:func:`connect_client` is the same client for callers that need the first connection to
+succeed (test publishers, tools): it fires once the stream is authenticated and bound,
+or fails with :class:`ClientConnectionError` (a one-line message) and stops trying.
 
 Knowing when the client is (re)connected
 ----------------------------------------
@@ -37,8 +44,12 @@ TLS policies (per profile, see :data:`TLS_POLICIES`)
 
 from __future__ import annotations
 
+import enum
 import logging
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -49,9 +60,11 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
 )
 from twisted.python.failure import Failure
+from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber import sasl
 from twisted.words.protocols.jabber import xmlstream as jabber_xmlstream
 from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
 from tx_xmpp import client as tx_client
 from tx_xmpp.subprotocols import StreamManager, XMPPHandler
 
@@ -66,6 +79,53 @@ DEFAULT_MAX_RETRY_DELAY = 60.0
 
 class ClientConnectionError(Exception):
     """The first connection of a client failed; the message is one line for the user."""
+
+
+class ConnectionState(enum.StrEnum):
+    """Where a client's connection stands."""
+
+    #: an attempt is under way
+    CONNECTING = "connecting"
+    #: the stream is authenticated and bound
+    CONNECTED = "connected"
+    #: the last attempt failed (``error`` says why); the next one is at ``next_retry``
+    FAILED = "failed"
+    #: an established connection was lost; the next attempt is at ``next_retry``
+    DISCONNECTED = "disconnected"
+    #: stopped for good (the daemon stops)
+    STOPPED = "stopped"
+
+
+def _iso(posix: float | None) -> str | None:
+    return None if posix is None else datetime.fromtimestamp(posix, UTC).isoformat()
+
+
+@dataclass
+class ConnectionStatus:
+    """The state of a client's connection, for the status and the log."""
+
+    state: ConnectionState = ConnectionState.CONNECTING
+    #: when the state last changed (POSIX time)
+    since: float = 0.0
+    #: why the last attempt failed, or how the connection was lost (one line)
+    error: str | None = None
+    #: failed attempts since the last successful connection
+    failures: int = 0
+    #: when the next attempt starts (POSIX time), while FAILED or DISCONNECTED
+    next_retry: float | None = None
+    #: when the stream was last authenticated (POSIX time)
+    connected_since: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form of the status (times in ISO 8601, UTC)."""
+        return {
+            "state": self.state.value,
+            "since": _iso(self.since),
+            "error": self.error,
+            "failures": self.failures,
+            "next_retry": _iso(self.next_retry),
+            "connected_since": _iso(self.connected_since),
+        }
 
 
 def tls_client_options(domain: str, tls_ca: str | None) -> IOpenSSLClientConnectionCreator:
@@ -145,6 +205,27 @@ class ReconnectingXmlStreamFactory(jabber_xmlstream.XmlStreamFactory):
         super().__init__(authenticator)
         self.maxDelay = int(max_retry_delay)
         self._closed_observers: list[Callable[[Failure], None]] = []
+        #: told of each attempt (``started()``) and of its end (``ended(reason)``)
+        self.client: ReconnectingClient | None = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        # unlike XmlStreamFactory, the delay is not reset when TCP connects: a server
+        # that accepts connections and then refuses the account would be retried every
+        # second; the client resets it once authenticated
+        return XmlStreamFactoryMixin.buildProtocol(self, addr)
+
+    def startedConnecting(self, connector: IConnector) -> None:
+        super().startedConnecting(connector)
+        if self.client is not None:
+            self.client._attempt_started(connector)
+
+    def next_retry(self) -> float | None:
+        """When the next attempt is scheduled (POSIX time), if one is."""
+        call: Any = self._callID
+        if call is None or not call.active():
+            return None
+        clock: Any = self.clock
+        return time.time() + max(0.0, call.getTime() - clock.seconds())
 
     def observe_closed(self, observer: Callable[[Failure], None]) -> None:
         """Call ``observer(reason)`` once, at the next failure or loss of connection."""
@@ -158,10 +239,14 @@ class ReconnectingXmlStreamFactory(jabber_xmlstream.XmlStreamFactory):
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         self._notify_closed(reason)
         super().clientConnectionFailed(connector, reason)
+        if self.client is not None:
+            self.client._attempt_ended(reason)
 
     def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
         self._notify_closed(reason)
         super().clientConnectionLost(connector, reason)
+        if self.client is not None:
+            self.client._attempt_ended(reason)
 
 
 class ReconnectingClient(tx_client.XMPPClient):
@@ -181,6 +266,7 @@ class ReconnectingClient(tx_client.XMPPClient):
         tls: str = "required",
         tls_ca: str | None = None,
         max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
+        attempt_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         if tls not in TLS_POLICIES:
             raise ValueError(f"unknown TLS policy {tls!r}, expected one of {TLS_POLICIES}")
@@ -198,6 +284,14 @@ class ReconnectingClient(tx_client.XMPPClient):
         authenticator = PolicyAuthenticator(jid, password, tls, tls_options)
         factory = ReconnectingXmlStreamFactory(authenticator, max_retry_delay)
         StreamManager.__init__(self, factory)
+        factory.client = self
+        #: where the connection stands (see :class:`ConnectionStatus`)
+        self.status = ConnectionStatus(since=time.time())
+        self.attempt_timeout = attempt_timeout
+        self._observers: list[Callable[[ReconnectingClient], None]] = []
+        self._attempt_error: str | None = None
+        self._attempt_timer: Any = None
+        self._connector: IConnector | None = None
 
     @property
     def is_connected(self) -> bool:
@@ -220,13 +314,88 @@ class ReconnectingClient(tx_client.XMPPClient):
         self._disconnected_waiters.append(d)
         return d
 
+    def observe(self, observer: Callable[[ReconnectingClient], None]) -> None:
+        """Call ``observer(client)`` after every change of :attr:`status`."""
+        self._observers.append(observer)
+
+    def _set_state(self, state: ConnectionState, **changes: Any) -> None:
+        self.status.state = state
+        self.status.since = time.time()
+        for name, value in changes.items():
+            setattr(self.status, name, value)
+        for observer in list(self._observers):
+            try:
+                observer(self)
+            except Exception:
+                log.exception("%s: a connection observer failed", self.jid.full())
+
+    # --- one attempt: started by the factory, ended by the factory
+
+    def _attempt_started(self, connector: IConnector) -> None:
+        self._connector = connector
+        self._attempt_error = None
+        self._cancel_attempt_timer()
+        if self.attempt_timeout is not None:
+            from twisted.internet import reactor
+
+            clock: Any = reactor
+            self._attempt_timer = clock.callLater(self.attempt_timeout, self._attempt_timed_out)
+        self._set_state(ConnectionState.CONNECTING, next_retry=None)
+
+    def _attempt_timed_out(self) -> None:
+        self._attempt_timer = None
+        if self._attempt_error is None:
+            self._attempt_error = f"no answer within {self.attempt_timeout:g} s"
+        connector: Any = self._connector
+        if connector is None:
+            return
+        if connector.state == "connecting":
+            connector.stopConnecting()
+        elif connector.transport is not None:
+            connector.transport.abortConnection()
+
+    def _cancel_attempt_timer(self) -> None:
+        if self._attempt_timer is not None and self._attempt_timer.active():
+            self._attempt_timer.cancel()
+        self._attempt_timer = None
+
+    def _attempt_ended(self, reason: Failure) -> None:
+        """The factory saw the connection fail or close (a retry may be scheduled)."""
+        self._cancel_attempt_timer()
+        was_connected = self.status.state is ConnectionState.CONNECTED
+        if not self.running or not self.factory.continueTrying:
+            self._set_state(ConnectionState.STOPPED, next_retry=None)
+        elif was_connected:
+            self._set_state(
+                ConnectionState.DISCONNECTED,
+                error=f"the connection was lost ({_loss(reason)})",
+                next_retry=self.factory.next_retry(),
+            )
+        else:
+            self._set_state(
+                ConnectionState.FAILED,
+                error=self._attempt_error or describe_failure(reason),
+                failures=self.status.failures + 1,
+                next_retry=self.factory.next_retry(),
+            )
+
     def _authd(self, xs: jabber_xmlstream.XmlStream) -> None:
         super()._authd(xs)
+        self._cancel_attempt_timer()
+        self.factory.resetDelay()
+        now = time.time()
+        self._set_state(
+            ConnectionState.CONNECTED, error=None, failures=0, next_retry=None, connected_since=now
+        )
         waiters, self._connected_waiters = self._connected_waiters, []
         for d in waiters:
             d.callback(None)
 
     def _disconnected(self, reason: Failure) -> None:
+        if self._attempt_error is None and self.status.state is not ConnectionState.CONNECTED:
+            # the stream sees the real reason of a failed negotiation (e.g. the TLS
+            # verification error), the factory only the transport's
+            self._attempt_error = describe_failure(reason)
         super()._disconnected(reason)
         waiters, self._disconnected_waiters = self._disconnected_waiters, []
         for d in waiters:
@@ -234,11 +403,27 @@ class ReconnectingClient(tx_client.XMPPClient):
 
     def initializationFailed(self, reason: Failure) -> None:
         # The parent re-raises the failure inside the event dispatcher, which only gets
-        # it logged as unhandled; stop the service and log it once instead.
-        log.warning(
-            "%s: stream initialisation failed: %s", self.jid.full(), describe_failure(reason)
-        )
-        self.stopService()
+        # it logged as unhandled; close the connection instead: the factory tries again
+        # later (with a growing delay), and the status says why.
+        self._attempt_error = describe_failure(reason)
+        log.debug("%s: stream initialisation failed: %s", self.jid.full(), self._attempt_error)
+        xs = self.xmlstream
+        if xs is not None and xs.transport is not None:
+            # not loseConnection(): over TLS it waits for the server's close_notify, which
+            # a server waiting for another authentication attempt does not send
+            xs.sendFooter()
+            xs.transport.abortConnection()
+
+    def stopService(self) -> Any:
+        self._cancel_attempt_timer()
+        result = super().stopService()
+        if self.status.state is not ConnectionState.STOPPED and not self._connection_open():
+            self._set_state(ConnectionState.STOPPED, next_retry=None)
+        return result
+
+    def _connection_open(self) -> bool:
+        connector: Any = getattr(self, "_connection", None)
+        return connector is not None and connector.state != "disconnected"
 
 
 def describe_failure(reason: Failure) -> str:
@@ -260,8 +445,29 @@ def describe_failure(reason: Failure) -> str:
         return f"TLS failure: {_ssl_error_text(value)}"
     if isinstance(value, error.ConnectionDone | error.ConnectionLost):
         return "the server closed the connection during stream initialisation"
+    if isinstance(value, error.DNSLookupError):
+        return "the server's host name cannot be resolved"
+    if isinstance(value, error.TimeoutError):
+        return "the connection timed out"
+    if isinstance(value, error.NoRouteError):
+        return "no route to the server's host"
+    if isinstance(value, sasl.SASLError):
+        return "authentication failed"
+    if isinstance(value, jabber_error.StreamError):
+        return f"the server ended the stream ({value.condition})"
+    text = " ".join(str(value).split())
+    return f"connection failed: {text}" if text else "connection failed"
+
+
+def _loss(reason: Failure) -> str:
+    """How an established connection ended, in a few words."""
+    value = reason.value
+    if isinstance(value, error.ConnectionDone):
+        return "closed by the server"
+    if isinstance(value, error.ConnectionLost):
+        return "connection reset or cut"
     text = str(value).splitlines()[0] if str(value) else ""
-    return f"{type(value).__name__}: {text}" if text else type(value).__name__
+    return text or "connection lost"
 
 
 def _ssl_error_text(value: SSL.Error) -> str:
@@ -271,6 +477,40 @@ def _ssl_error_text(value: SSL.Error) -> str:
     except (IndexError, TypeError):
         reasons = []
     return ", ".join(reasons) or str(value)
+
+
+def start_client(
+    jid: JID,
+    password: str,
+    host: str,
+    port: int,
+    tls: str = "required",
+    tls_ca: str | None = None,
+    handlers: Iterable[XMPPHandler] = (),
+    attempt_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
+) -> ReconnectingClient:
+    """Start a client that connects, and keeps trying until :func:`disconnect_client`.
+
+    Every failure, the first one included, is retried with a growing delay (see the
+    module documentation); :attr:`ReconnectingClient.status` says where it stands and
+    :meth:`ReconnectingClient.observe` reports each change.
+
+    :param attempt_timeout: seconds one attempt may take, from the TCP connection to
+        the bound stream, before it is given up (and retried).
+    :raises ValueError: for a TLS policy or certificate file that cannot be used (a
+        one-line message).
+    """
+    try:
+        client = ReconnectingClient(
+            jid, password, host, port, tls, tls_ca, max_retry_delay, attempt_timeout
+        )
+    except OSError as e:
+        raise ValueError(f"{tls_ca}: {e.strerror}") from None
+    for handler in handlers:
+        handler.setHandlerParent(client)
+    client.startService()
+    return client
 
 
 def connect_client(
@@ -298,7 +538,9 @@ def connect_client(
         :class:`ClientConnectionError` (the client is then stopped).
     """
     try:
-        client = ReconnectingClient(jid, password, host, port, tls, tls_ca, max_retry_delay)
+        client = ReconnectingClient(
+            jid, password, host, port, tls, tls_ca, max_retry_delay, attempt_timeout=timeout
+        )
     except (ValueError, OSError) as e:
         return defer.fail(ClientConnectionError(f"{jid.full()}: {e}"))
     for handler in handlers:

@@ -9,6 +9,8 @@ daemon and the CLI can print it as is::
 
     [daemon]
     socket = /run/user/1000/libervia-cache/daemon.sock
+    # debug, info (default), warning or error; then LOGGER=LEVEL to change one logger
+    log_level = info
 
     # a plugin's section: the cache plugin declares [pubsub_cache]
     [pubsub_cache]
@@ -48,14 +50,19 @@ from libervia_cache.hostapi import ConfigKey
 
 __all__ = [
     "APP_NAME",
+    "LOG_LEVELS",
+    "QUIET_LOGGERS",
     "SCHEMA",
     "ConfigError",
     "DaemonConfig",
+    "LogLevels",
     "ProfileConfig",
     "TLSPolicy",
     "default_config_path",
     "default_socket_path",
     "load_config",
+    "parse_log_levels",
+    "parse_value",
 ]
 
 APP_NAME = "libervia-cache"
@@ -165,6 +172,66 @@ def _pem_file(raw: str, base: Path) -> Path:
     return path
 
 
+#: level names of ``log_level`` -> logging levels
+LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+#: libraries whose logs are noise to a user (aiosqlite logs every statement at DEBUG,
+#: Alembic its context at every start, Twisted each connection attempt): at WARNING
+#: unless ``log_level`` names them
+QUIET_LOGGERS = ("aiosqlite", "alembic", "sqlalchemy", "twisted")
+
+
+@dataclass(frozen=True)
+class LogLevels:
+    """``[daemon] log_level`` or ``--log-level``: a level, then ``LOGGER=LEVEL`` pairs.
+
+    ``debug`` is every log of the daemon and its plugins (each request, with hit or miss
+    reason), ``info`` (the default) what it does (start, profiles, synchronisations),
+    ``warning`` and ``error`` only problems. ``debug,aiosqlite=debug`` also shows a
+    library's logs (``aiosqlite``, ``alembic``, ``sqlalchemy``, ``twisted`` are at
+    ``warning`` otherwise).
+    """
+
+    level: int = LOG_LEVELS["info"]
+    #: logger name -> level, as given
+    loggers: tuple[tuple[str, int], ...] = ()
+    text: str = "info"
+
+    def __str__(self) -> str:
+        return self.text
+
+    def levels(self) -> dict[str, int]:
+        """Logger name -> level, the quiet libraries included ("" is the root)."""
+        result = {name: max(self.level, LOG_LEVELS["warning"]) for name in QUIET_LOGGERS}
+        result[""] = self.level
+        result.update(self.loggers)
+        return result
+
+
+def _level(raw: str, what: str) -> int:
+    try:
+        return LOG_LEVELS[raw.strip().lower()]
+    except KeyError:
+        choices = ", ".join(LOG_LEVELS)
+        raise ValueError(f"{what}{raw.strip()!r} is not a log level ({choices})") from None
+
+
+def parse_log_levels(raw: str, base: Path | None = None) -> LogLevels:
+    """``LEVEL[,LOGGER=LEVEL...]`` (e.g. ``info,libervia_cache.plugin.sync=debug``);
+    ``ValueError`` with a one-line reason."""
+    parts = [part.strip() for part in raw.split(",")]
+    if not parts or not parts[0] or "=" in parts[0]:
+        raise ValueError(f"{raw!r}: expected LEVEL[,LOGGER=LEVEL...], e.g. info or debug")
+    level = _level(parts[0], "")
+    loggers: list[tuple[str, int]] = []
+    for part in parts[1:]:
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{part!r}: expected LOGGER=LEVEL, e.g. aiosqlite=debug")
+        loggers.append((name.strip(), _level(value, f"{name.strip()}: ")))
+    return LogLevels(level, tuple(loggers), ",".join(parts).lower())
+
+
 _REQUIRED = object()
 
 
@@ -189,6 +256,7 @@ class Key:
 SCHEMA: dict[str, dict[str, Key]] = {
     "daemon": {
         "socket": Key(_path, lambda values: default_socket_path(), computed=True),
+        "log_level": Key(parse_log_levels, LogLevels()),
     },
     PROFILE_PREFIX: {
         "jid": Key(_bare_jid, _REQUIRED),
@@ -256,6 +324,12 @@ class DaemonConfig:
         """Path of the control socket (``[daemon] socket``)."""
         path: Path = self.get("daemon", "socket")
         return path
+
+    @property
+    def log_levels(self) -> LogLevels:
+        """Logging levels (``[daemon] log_level``)."""
+        levels: LogLevels = self.get("daemon", "log_level")
+        return levels
 
     @property
     def default_profile(self) -> str:
@@ -364,3 +438,23 @@ def _defaults(schema: Schema, path: Path) -> dict[str, dict[str, Any]]:
         for kind in schema
         if kind != PROFILE_PREFIX
     }
+
+
+def parse_value(
+    section: str,
+    key: str,
+    raw: str,
+    base: Path,
+    plugins_config: Mapping[str, Sequence[ConfigKey]] | None = None,
+) -> Any:
+    """``raw`` parsed as the value of ``[section] key`` would be in a configuration file
+    (relative paths from ``base``): how a command validates an option that stands for a
+    key (``db --db-url``). Raises :class:`ConfigError` naming the key."""
+    schema = _merge(installed_plugins_config() if plugins_config is None else plugins_config)
+    spec = schema.get(section, {}).get(key)
+    if spec is None:
+        raise ConfigError(f"unknown configuration key [{section}] {key}")
+    try:
+        return spec.parse(raw.strip(), base)
+    except ValueError as e:
+        raise ConfigError(f"[{section}] {key}: {e}") from None

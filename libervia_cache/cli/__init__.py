@@ -18,10 +18,11 @@ One module per job:
 - :mod:`.values`: dates, ``--parsed`` values, ``--order-by`` keys;
 - :mod:`.output`: ``--json``, tables, progress (rich imported lazily);
 - :mod:`.items` (``get``, ``cache-get``), :mod:`.sync`, :mod:`.search`,
-  :mod:`.manage` (``purge``, ``reset``, ``status``), :mod:`.daemon`, :mod:`.db`.
+  :mod:`.manage` (``purge``, ``reset``), :mod:`.status`, :mod:`.daemon`, :mod:`.db`,
+  :mod:`.service` (``install-service``).
 """
 
-from libervia_cache.cli import daemon, db, items, manage, search, sync
+from libervia_cache.cli import daemon, db, items, manage, search, service, status, sync
 from libervia_cache.cli.app import Context, main
 from libervia_cache.cli.values import parse_date, parse_order, parse_value
 from libervia_cache.errors import EXIT_FAILURE, EXIT_USER_ERROR
@@ -45,7 +46,8 @@ for _command in (
     search.search,
     manage.purge,
     manage.reset,
-    manage.status,
+    status.status,
+    service.install_service,
     db.db,
 ):
     main.add_command(_command)

@@ -18,11 +18,12 @@ import click
 from libervia_cache.control import ControlClient
 from libervia_cache.control.paths import ClientSettings, ConfigFileError, read_client_settings
 from libervia_cache.errors import (
-    EXIT_FAILURE,
     EXIT_USER_ERROR,
     BridgeError,
     describe,
     exit_code,
+    kind_of,
+    one_line,
 )
 
 __all__ = [
@@ -56,8 +57,15 @@ class CacheGroup(click.Group):
         self.debug = False
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.ClickException as error:  # bad usage: click's code 2 is ours for "unreachable"
-            error.show()
+        except click.UsageError as error:  # click's code 2 is ours for "unreachable"
+            command = _command_path(error.ctx)
+            click.echo(
+                f"{command}: {one_line(error.format_message())} (see: {command} --help)",
+                err=True,
+            )
+            sys.exit(EXIT_USER_ERROR)
+        except click.ClickException as error:
+            click.echo(f"libervia-cache: {one_line(error.format_message())}", err=True)
             sys.exit(EXIT_USER_ERROR)
         except click.Abort:
             click.echo("libervia-cache: aborted", err=True)
@@ -68,17 +76,29 @@ class CacheGroup(click.Group):
             traceback.print_exc()
             sys.exit(exit_code(error.kind))
         except Exception as error:
+            kind = kind_of(error)
             if self.debug:
                 import traceback
 
                 traceback.print_exc()
-            else:
+            elif kind == "internal":
                 click.echo(
                     f"libervia-cache: internal error: {describe(error)} (--debug for details)",
                     err=True,
                 )
-            sys.exit(EXIT_FAILURE)
+            else:  # a known failure (a database that cannot be opened, say)
+                click.echo(f"libervia-cache: {describe(error)}", err=True)
+            sys.exit(exit_code(kind))
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _command_path(ctx: click.Context | None) -> str:
+    """``libervia-cache db current``: the command a usage error is about."""
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(["libervia-cache", *reversed(names)])
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -96,6 +116,9 @@ class Context:
         self.debug = debug
         self._settings: ClientSettings | None = None
         self._client: ControlClient | None = None
+        #: ``db --db-url``, as given
+        self.db_url_option: str | None = None
+        self._db_url: str | None = None
 
     @property
     def settings(self) -> ClientSettings:
@@ -110,8 +133,15 @@ class Context:
 
     @property
     def db_url(self) -> str | None:
-        """``[pubsub_cache] db_url`` (None: the per-user default database); for ``db``."""
-        return self.settings.db_url
+        """For ``db``: ``db --db-url``, else ``[pubsub_cache] db_url``, validated as the
+        daemon validates the key (None: the per-user default database). Loads the
+        daemon's configuration module: only the ``db`` commands ask for it."""
+        if self._db_url is None:
+            from libervia_cache.cli.daemon import validated_setting
+
+            url = validated_setting(self.config_path, "pubsub_cache", "db_url", self.db_url_option)
+            self._db_url = url or ""
+        return self._db_url or None
 
     def call(
         self,
@@ -128,6 +158,19 @@ class Context:
         try:
             return self._client.call(method, params, on_progress=on_progress)
         except BridgeError as error:
+            if self.debug:
+                raise
+            fail(error.message, exit_code(error.kind))
+
+    def call_optional(self, method: str, params: dict[str, Any]) -> Any:
+        """:meth:`call` of a method the daemon may not have (None then)."""
+        if self._client is None:
+            self._client = ControlClient(self.settings.socket_path)
+        try:
+            return self._client.call(method, params)
+        except BridgeError as error:
+            if error.kind == "unknown_method":
+                return None
             if self.debug:
                 raise
             fail(error.message, exit_code(error.kind))

@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from libervia_cache.cli.app import Context
+
 __all__ = ["SUBCOMMANDS", "LazyGroup", "db"]
 
 #: subcommand -> its one-line summary, as ``db --help`` shows it (a unit test checks
@@ -21,7 +23,7 @@ SUBCOMMANDS = {
     "current": "Show the database's schema revision.",
     "downgrade": 'Downgrade the database to REVISION ("base": remove the schema).',
     "history": "List the schema revisions, oldest first.",
-    "upgrade": "Upgrade the database to REVISION (default: head).",
+    "upgrade": "Upgrade the database to REVISION (default: head), creating it if needed.",
 }
 
 
@@ -73,5 +75,14 @@ class LazyGroup(click.Group):
     default=None,
     help="Database URL (default: the configured one, else the per-user database).",
 )
-def db(db_url: str | None) -> None:
-    """Schema migrations of the cache database (Alembic)."""
+@click.pass_context
+def db(ctx: click.Context, db_url: str | None) -> None:
+    """Schema migrations of the cache database (Alembic).
+
+    The database is the configured one ([pubsub_cache] db_url, relative to the
+    configuration file's directory), or --db-url (relative to the current directory),
+    checked as the daemon checks it; else the per-user default database.
+    """
+    context = ctx.find_object(Context)
+    if context is not None:
+        context.db_url_option = db_url

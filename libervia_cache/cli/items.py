@@ -9,6 +9,7 @@ import click
 
 from libervia_cache.cli.app import Context, json_option, pass_context, profile_option
 from libervia_cache.cli.output import print_json
+from libervia_cache.cli.values import NODE
 
 __all__ = ["cache_get", "get"]
 
@@ -54,8 +55,9 @@ def print_items(result: dict[str, Any], as_json: bool) -> None:
         f"{len(result['items'])} item(s) of {metadata.get('node')} "
         f"on {metadata.get('service')} from the {source}"
     )
-    if "count" in rsm:
-        summary += f" (RSM index {rsm.get('index')}, count {rsm['count']})"
+    details = [f"{key} {rsm[key]}" for key in ("index", "count") if rsm.get(key) is not None]
+    if details:
+        summary += f" (RSM {', '.join(details)})"
     click.echo(summary, err=True)
 
 
@@ -64,7 +66,7 @@ def items_request_options(function: F) -> F:
     for decorator in reversed(
         [
             click.argument("service"),
-            click.argument("node"),
+            click.argument("node", type=NODE),
             click.option(
                 "--max-items", type=click.IntRange(min=1), help="The N most recent items."
             ),

@@ -1,20 +1,17 @@
-"""Managing the cache: ``purge`` items, ``reset`` everything, ``status`` of nodes and counters."""
+"""Managing the cache: ``purge`` items, ``reset`` everything."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import click
 
-from libervia_cache.cli.app import Context, fail, json_option, pass_context, profile_option
-from libervia_cache.cli.output import console, print_json, table
+from libervia_cache.cli.app import Context, fail, json_option, pass_context
+from libervia_cache.cli.output import print_json
 from libervia_cache.cli.values import DateType
 from libervia_cache.errors import EXIT_USER_ERROR
 
-__all__ = ["purge", "reset", "status"]
-
-STATUS_COLUMNS = ("profile", "service", "node", "type", "state", "items", "last sync", "subscribed")
+__all__ = ["purge", "reset"]
 
 
 @click.command()
@@ -107,51 +104,3 @@ def reset(ctx: Context, yes: bool, as_json: bool) -> None:
         print_json(result)
         return
     click.echo(f"cache reset: {result['nodes']} node(s) and {result['items']} item(s) forgotten")
-
-
-def _status_row(row: dict[str, Any]) -> list[str]:
-    state = row["state"] or "-"
-    progress = row.get("progress")
-    if progress:
-        total = progress.get("total")
-        state += f" ({progress['stored']}/{total if total is not None else '?'})"
-    return [
-        row["profile"],
-        row["service"],
-        row["node"],
-        row["type"] or "",
-        state,
-        str(row["items"]),
-        (row["last_sync"] or "")[:19].replace("T", " "),
-        "yes" if row["subscribed"] else "no",
-    ]
-
-
-@click.command()
-@click.argument("service", required=False)
-@click.argument("node", required=False)
-@profile_option
-@json_option
-@pass_context
-def status(ctx: Context, service: str | None, node: str | None, as_json: bool) -> None:
-    """Cached nodes (of SERVICE, of NODE) and the daemon's hit/miss counters.
-
-    Lists every profile's nodes unless --profile is given.
-    """
-    params = {"service": service, "node": node, "profile": ctx.profile_name}
-    result = ctx.call("ps_cache_status", params)
-    if as_json:
-        print_json(result)
-        return
-    out = console()
-    if result["nodes"]:
-        rows = (_status_row(row) for row in result["nodes"])
-        out.print(table(STATUS_COLUMNS, rows))
-    else:
-        out.print("no cached node")
-    counters = result["counters"]
-    out.print(
-        f"since start: {counters['hits']} hit(s), {counters['misses']} miss(es), "
-        f"{counters['syncs_started']} sync(s) started, {counters['syncs_failed']} failed",
-        highlight=False,
-    )

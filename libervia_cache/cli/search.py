@@ -62,7 +62,8 @@ def _row(result: dict[str, Any]) -> list[str]:
     multiple=True,
     metavar="KEY[:asc|:desc]",
     help="Order (repeatable): creation, modification, item_id, rank (with --fts) or a parsed "
-    "path; default: rank with --fts, else newest modification first.",
+    "path, then :asc (default) or :desc; default: rank with --fts, else newest modification "
+    "first.",
 )
 @click.option(
     "--index",
@@ -99,9 +100,10 @@ def search(
 ) -> None:
     """Search the cached items of every synchronised or tracked node.
 
-    Prints a table (service, node, item, title, author, published); with --json, a list
-    of results each holding profile, service, node, item_id, parsed, created, updated
-    (and rank, item_payload when relevant).
+    Prints a table (service, node, item, title, author, published), then on stderr how
+    many results were shown and whether more match beyond --limit; with --json, a list of
+    at most --limit results each holding profile, service, node, item_id, parsed,
+    created, updated (and rank, item_payload when relevant).
     """
     if not profiles and ctx.profile_name:
         profiles = (ctx.profile_name,)
@@ -118,10 +120,13 @@ def search(
         ],
         "order-by": [parse_order(entry) for entry in order_by],
         "index": index,
-        "limit": limit,
+        # one more than asked: whether more results match than are shown
+        "limit": limit + 1,
         "with_payload": with_payload,
     }
     results = ctx.call("ps_cache_search", {"query": query})
+    more = len(results) > limit
+    results = results[:limit]
     if as_json:
         print_json(results)
         return
@@ -133,4 +138,11 @@ def search(
             for result in results:
                 out.print(f"\n{result['item_id']} ({result['node']} on {result['service']}):")
                 out.print(result.get("item_payload") or "", markup=False, highlight=False)
-    click.echo(f"{len(results)} result(s)", err=True)
+    if more:
+        click.echo(
+            f"{len(results)} result(s) shown, more match: the next ones with "
+            f"--index {index + limit}, or a higher --limit",
+            err=True,
+        )
+    else:
+        click.echo(f"{len(results)} result(s)", err=True)

@@ -13,7 +13,16 @@ from typing import Any
 
 import click
 
-__all__ = ["ORDER_KEYS", "DateType", "parse_date", "parse_order", "parse_value"]
+__all__ = [
+    "DIRECTIONS",
+    "NODE",
+    "ORDER_KEYS",
+    "DateType",
+    "NodeName",
+    "parse_date",
+    "parse_order",
+    "parse_value",
+]
 
 #: unit of a relative date -> seconds
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -22,6 +31,9 @@ _RELATIVE_RE = re.compile(r"(\d+)\s*([smhdw])")
 #: the fixed order keys of a search query (the search module's ORDER_KEYS, which the
 #: CLI cannot import without the storage layer; a unit test keeps both equal)
 ORDER_KEYS = ("creation", "modification", "item_id", "rank")
+
+#: the directions of an ``--order-by`` key
+DIRECTIONS = ("asc", "desc")
 
 
 def parse_date(text: str, now: datetime | None = None) -> datetime:
@@ -65,13 +77,35 @@ def parse_value(text: str) -> Any:
 
 
 def parse_order(text: str) -> dict[str, str]:
-    """``--order-by`` ``KEY[:asc|:desc]``: a fixed key, else a parsed JSON path."""
+    """``--order-by`` ``KEY[:asc|:desc]``: a fixed key, else a parsed JSON path.
+
+    What follows the last colon is the direction, which must be ``asc`` or ``desc``: a
+    path holding a colon says its direction (``ns:key:asc``).
+    """
     key, direction = text, "asc"
     head, sep, tail = text.rpartition(":")
-    if sep and tail.lower() in ("asc", "desc"):
+    if sep:
+        if tail.lower() not in DIRECTIONS:
+            raise click.BadParameter(
+                f"{text!r}: unknown direction {tail!r} (asc or desc)", param_hint="'--order-by'"
+            )
         key, direction = head, tail.lower()
     if not key:
         raise click.BadParameter(f"{text!r}: empty key", param_hint="'--order-by'")
     entry = {"order": key} if key in ORDER_KEYS else {"path": key}
     entry["direction"] = direction
     return entry
+
+
+class NodeName(click.ParamType):
+    """A pubsub node name: any text but the empty one."""
+
+    name = "NODE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not str(value):
+            self.fail("a node name cannot be empty", param, ctx)
+        return str(value)
+
+
+NODE = NodeName()

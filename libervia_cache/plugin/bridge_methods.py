@@ -17,8 +17,11 @@ ps_cache_sync      ``{"started": bool, "nodes": [node status]}``; with ``wait``,
 ps_cache_purge     ``{"purged": n}``, or ``{"count": n}`` with ``dry_run``
 ps_cache_reset     ``{"nodes": n, "items": n}``: what was forgotten
 ps_cache_search    list of results: profile, service, node, item_id, parsed, created,
-                   updated (ISO 8601), ``rank`` with ``fts``, ``item_payload`` on demand
-ps_cache_status    ``{"nodes": [node status], "counters": {...}, "database": {...}}``
+                   updated (ISO 8601), ``rank`` with ``fts``, ``item_payload`` on demand;
+                   ``services`` must be JIDs (a bad one is a ``bad_request``)
+ps_cache_status    ``{"nodes": [node status], "counters": {...}, "database": {...},
+                   "syncs_running": n}``; no node (and the database's ``unavailable``
+                   reason) when the database is not open
 =================  ======================================================================
 """
 
@@ -32,7 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 from twisted.internet import task
 from twisted.words.protocols.jabber.jid import JID
 
-from libervia_cache.errors import BridgeError, to_bridge_error
+from libervia_cache.errors import BridgeError, CacheUnavailable, to_bridge_error
 from libervia_cache.hostapi import Client, Host, items_arguments, parse_jid
 from libervia_cache.plugin.manage import Management
 from libervia_cache.plugin.reader import CachedReader, ItemsRequest, Miss, Missed
@@ -80,6 +83,27 @@ def typed_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
             raise converted from None
 
     return wrapper
+
+
+def _node_name(node: str) -> None:
+    if not node:
+        raise BridgeError("bad_request", "node: must not be empty")
+
+
+def _services(value: Any, part: str) -> list[str] | None:
+    """``services`` of a search query or purge filters: JIDs, normalised as the cache
+    stores them; ``bad_request`` naming a bad one (it would silently match nothing)."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(s, str) for s in value):
+        raise BridgeError("bad_request", f"{part}: expected a list of service JIDs")
+    services = []
+    for service in value:
+        jid = parse_jid(service, part)
+        if jid is None:
+            raise BridgeError("bad_request", f"{part}: a service JID cannot be empty")
+        services.append(jid.full())
+    return services
 
 
 def _profiles(value: Any) -> list[str] | None:
@@ -155,6 +179,7 @@ class CacheBridgeMethods:
     ) -> dict[str, Any]:
         """Items from the cache only: never asks the service."""
         arguments = items_arguments(service, node, max_items, item_ids, rsm)
+        _node_name(arguments.node)
         client = self._client(profile)
         service_jid = arguments.service or client.jid.userhostJID()
         answer = await self._reader.read(
@@ -183,6 +208,7 @@ class CacheBridgeMethods:
     ) -> dict[str, Any]:
         """(Re)synchronise a node; with ``wait``, report progress until it is over."""
         arguments = items_arguments(service, node)
+        _node_name(arguments.node)
         if not isinstance(wait, bool):
             raise BridgeError("bad_request", f"wait: must be true or false, not {wait!r}")
         client = self._client(profile)
@@ -239,6 +265,8 @@ class CacheBridgeMethods:
             raise BridgeError("bad_request", f"dry_run: must be true or false, not {dry_run!r}")
         if filters:
             self._check_profiles(filters.get("profiles"))
+            if filters.get("services") is not None:
+                filters = {**filters, "services": _services(filters["services"], "services")}
         if dry_run:
             return {"count": await self._management.count_purge(filters)}
         return {"purged": await self._management.purge(filters)}
@@ -254,6 +282,8 @@ class CacheBridgeMethods:
         if not isinstance(query, Mapping):
             raise BridgeError("bad_request", f"query: must be an object, not {query!r}")
         self._check_profiles(query.get("profiles"))
+        if query.get("services") is not None:
+            query = {**query, "services": _services(query["services"], "services")}
         results: list[dict[str, Any]] = to_json(await self._management.search(query))
         return results
 
@@ -267,9 +297,12 @@ class CacheBridgeMethods:
         if node is not None and not isinstance(node, str):
             raise BridgeError("bad_request", f"node: must be a string, not {node!r}")
         service_jid = parse_jid(service)
-        nodes = await self._status.nodes(
-            profile or None, service_jid.full() if service_jid else None, node
-        )
+        try:
+            nodes = await self._status.nodes(
+                profile or None, service_jid.full() if service_jid else None, node
+            )
+        except CacheUnavailable:
+            nodes = []  # the summary's database says why
         return to_json({"nodes": nodes, **self._status.summary()})
 
 

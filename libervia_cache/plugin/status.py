@@ -12,6 +12,17 @@ from libervia_cache.plugin.syncs import SyncManager
 from libervia_cache.storage import NodeInfo
 
 
+def _shown_url(url: str) -> str:
+    """A database URL as the status shows it: without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def _iso(posix: float | None) -> str | None:
     if posix is None:
         return None
@@ -84,10 +95,11 @@ class Status:
         }
 
     def summary(self) -> dict[str, Any]:
-        """The database in use (or why there is none), running syncs, counters."""
+        """The database in use (its URL without password; whether it is open, or why
+        not), running syncs, counters."""
         return {
             "database": {
-                "url": self._store_access.db_url,
+                "url": _shown_url(self._store_access.db_url),
                 "open": self._store_access.store is not None,
                 "unavailable": self._store_access.unavailable_reason,
             },

@@ -222,7 +222,7 @@ def test_cache_get_of_a_node_not_cached_is_a_not_cached_error(blog: Blog) -> Non
 def test_status_shows_a_table_of_cached_nodes_and_the_counters(blog: Blog) -> None:
     blog.daemon.cli("get", blog.service, blog.node)  # a hit
     result = blog.daemon.cli("status")
-    for text in ("profile", "last sync", "subscribed", blog.node, "COMPLETED", "blog", str(POSTS)):
+    for text in ("profiles", "last sync", blog.node, "COMPLETED", "(blog)", f"{POSTS}/{POSTS}"):
         assert text in result.stdout, text
     assert "hit(s)" in result.stdout and "miss(es)" in result.stdout
 
