@@ -40,7 +40,7 @@ from libervia_cache.backend.config import DaemonConfig, ProfileConfig
 from libervia_cache.backend.plugins import load_plugins
 from libervia_cache.backend.trigger import TriggerManager
 from libervia_cache.backend.xep_0060 import XEP_0060, EventDispatchingPubSubClient
-from libervia_cache.errors import to_bridge_error
+from libervia_cache.errors import describe, kind_of, to_bridge_error
 from libervia_cache.hostapi import as_deferred, items_arguments
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,12 @@ class ExclusiveFiles:
         lock_path = path.with_name(path.name + ".lock")
         if lock_path in self._held:
             return
-        if not lock_path.parent.is_dir():
-            return  # nothing can use a file there yet: the plugin reports the directory
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:  # the plugin will say why it cannot use the file either
+            log.warning("cannot lock %s: %s", path, error.strerror)
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -262,8 +265,16 @@ class Daemon:
             if hasattr(plugin, "profile_connected"):
                 try:
                     await as_deferred(plugin.profile_connected, client)
-                except Exception:
-                    log.exception("plugin %s failed on connection of %s", name, client.profile)
+                except Exception as error:
+                    if kind_of(error) == "internal":  # a bug: the traceback says where
+                        log.exception("plugin %s failed on connection of %s", name, client.profile)
+                    else:  # a known failure (no database, say): one line
+                        log.error(
+                            "plugin %s, on connection of %s: %s",
+                            name,
+                            client.profile,
+                            describe(error),
+                        )
 
     async def stop(self) -> None:
         self._stopping = True
