@@ -506,7 +506,7 @@ def start_client(
             jid, password, host, port, tls, tls_ca, max_retry_delay, attempt_timeout
         )
     except OSError as e:
-        raise ValueError(f"{tls_ca}: {e.strerror}") from None
+        raise ValueError(f"{tls_ca}: {e.strerror or e}") from None
     for handler in handlers:
         handler.setHandlerParent(client)
     client.startService()

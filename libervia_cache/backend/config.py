@@ -166,7 +166,7 @@ def _pem_file(raw: str, base: Path) -> Path:
     try:
         content = path.read_bytes()
     except OSError as e:
-        raise ValueError(f"{str(path)!r} cannot be read ({e.strerror})") from None
+        raise ValueError(f"{str(path)!r} cannot be read ({e.strerror or e})") from None
     if b"-----BEGIN CERTIFICATE-----" not in content:
         raise ValueError(f"{str(path)!r} holds no PEM certificate")
     return path
@@ -391,7 +391,7 @@ def _read(path: Path) -> configparser.ConfigParser:
         with path.open(encoding="utf-8") as file:
             parser.read_file(file)
     except OSError as e:
-        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except configparser.Error as e:

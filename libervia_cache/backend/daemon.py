@@ -105,7 +105,7 @@ class ExclusiveFiles:
             lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as error:  # the plugin will say why it cannot use the file either
-            log.warning("cannot lock %s: %s", path, error.strerror)
+            log.warning("cannot lock %s: %s", path, error.strerror or error)
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

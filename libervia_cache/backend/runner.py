@@ -126,7 +126,7 @@ def notify_systemd(state: str) -> None:
             sock.connect(address)
             sock.sendall(state.encode())
     except OSError as error:
-        log.warning("could not notify systemd (%s): %s", address, error.strerror)
+        log.warning("could not notify systemd (%s): %s", address, error.strerror or error)
 
 
 #: why a daemon may not start that is not a bug: said in one line, without traceback

@@ -104,7 +104,7 @@ def install_service(ctx: Context, print_only: bool, force: bool, as_json: bool) 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     except OSError as error:
-        fail(f"cannot write {path}: {error.strerror}", EXIT_USER_ERROR)
+        fail(f"cannot write {path}: {error.strerror or error}", EXIT_USER_ERROR)
     if as_json:
         print_json({"path": str(path), "written": True, "unit": text})
         return

@@ -201,7 +201,7 @@ class ControlClient:
             elif e.errno == errno.EACCES:
                 why = "is not accessible: permission denied"
             else:
-                why = f"is unusable: {e.strerror}"
+                why = f"is unusable: {e.strerror or e}"
             raise DaemonUnreachable(
                 f"no daemon is running (control socket {self.path} {why}); "
                 "start it with `libervia-cache daemon`"

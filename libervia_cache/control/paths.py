@@ -76,7 +76,7 @@ def _read(path: Path) -> configparser.ConfigParser:
         with path.open(encoding="utf-8") as file:
             parser.read_file(file)
     except OSError as e:
-        raise ConfigFileError(f"cannot read configuration file {path}: {e.strerror}") from None
+        raise ConfigFileError(f"cannot read configuration file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise ConfigFileError(f"{path}: not a UTF-8 text file") from None
     except configparser.Error as e:

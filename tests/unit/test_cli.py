@@ -728,3 +728,12 @@ def test_db_on_a_database_that_cannot_be_opened_is_one_line_with_exit_code_3(
     assert result.exit_code == 3
     assert result.stderr.startswith("libervia-cache: the cache database failed: ")
     assert len(result.stderr.splitlines()) == 1 and "internal" not in result.stderr
+
+
+def test_a_socket_path_the_system_cannot_use_is_said_without_none(tmp_path: Path) -> None:
+    config = tmp_path / "libervia-cache.conf"
+    config.write_text(f"[daemon]\nsocket = {tmp_path / ('x' * 120) / 'daemon.sock'}\n")
+    result = invoke("--config", str(config), "status")
+    assert result.exit_code == 2
+    assert "is unusable: AF_UNIX path too long" in result.stderr
+    assert "None" not in result.stderr and len(result.stderr.splitlines()) == 1
