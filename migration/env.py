@@ -1,9 +1,10 @@
 """Alembic environment of libervia-cache.
 
 Run in-process by :mod:`libervia_cache.storage.migrate`, which passes the connection
-to use in ``config.attributes["connection"]``. The FTS5 table, its shadow tables and its
-triggers are created by the revisions but cannot be modelled by SQLAlchemy: they are
-left out of autogenerate comparison (``include_object``).
+to use in ``config.attributes["connection"]``. The full-text objects (SQLite's FTS5
+table, its shadow tables and triggers; PostgreSQL's ``tsvector`` column and GIN
+indexes) are created by the revisions but not modelled by SQLAlchemy: they are left out
+of autogenerate comparison (``include_object``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ target_metadata = Base.metadata
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
-    """Leave the FTS5 virtual table and its shadow tables out of comparisons."""
-    return not (type_ == "table" and is_fts_object(name))
+    """Leave the full-text objects out of comparisons: the FTS5 virtual table and its
+    shadow tables (SQLite), the ``tsvector`` column and the GIN indexes (PostgreSQL)."""
+    return not (type_ in ("table", "column", "index") and is_fts_object(name))
 
 
 def run_migrations(connection) -> None:

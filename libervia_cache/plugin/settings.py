@@ -26,9 +26,13 @@ class CacheStrategy(enum.StrEnum):
     NO_CACHE = "no_cache"
 
 
+#: (backend, asyncio driver) of the databases the store can open
+DATABASE_SCHEMES = {("sqlite", "aiosqlite"), ("postgresql", "asyncpg")}
+
+
 def database_url(raw: str, base: Path) -> str:
     """A database URL the store can open: SQLite through aiosqlite (a relative file path
-    is taken from the configuration file's directory)."""
+    is taken from the configuration file's directory), or PostgreSQL through asyncpg."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -36,12 +40,16 @@ def database_url(raw: str, base: Path) -> str:
         url = make_url(raw)
     except ArgumentError:
         raise ValueError(
-            f"{raw!r} is not a database URL (expected sqlite+aiosqlite:///PATH)"
+            f"{raw!r} is not a database URL (expected sqlite+aiosqlite:///PATH or "
+            "postgresql+asyncpg://USER@HOST/DATABASE)"
         ) from None
-    if url.get_backend_name() != "sqlite" or url.get_driver_name() != "aiosqlite":
+    if (url.get_backend_name(), url.get_driver_name()) not in DATABASE_SCHEMES:
         raise ValueError(
-            f"{raw!r}: the cache needs an asyncio driver; use sqlite+aiosqlite:///PATH"
+            f"{raw!r}: the cache needs an asyncio driver; use sqlite+aiosqlite:///PATH or "
+            "postgresql+asyncpg://USER@HOST/DATABASE"
         )
+    if url.get_backend_name() == "postgresql":
+        return url.render_as_string(hide_password=False)
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
         path = Path(database).expanduser()

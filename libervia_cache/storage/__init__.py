@@ -3,7 +3,15 @@
 from .migrate import DatabaseVersionError
 from .models import SyncState
 from .query import SearchQueryError
-from .records import ItemsPage, NodeChanged, NodeGone, NodeInfo, SyncSuperseded, UnknownRSMKey
+from .records import (
+    ItemsPage,
+    NodeChanged,
+    NodeGone,
+    NodeInfo,
+    ProfileServedElsewhere,
+    SyncSuperseded,
+    UnknownRSMKey,
+)
 from .store import CachedItem, Store
 
 __all__ = [
@@ -13,6 +21,7 @@ __all__ = [
     "NodeChanged",
     "NodeGone",
     "NodeInfo",
+    "ProfileServedElsewhere",
     "SearchQueryError",
     "Store",
     "SyncState",

@@ -3,6 +3,10 @@
 Default: an SQLite file in the per-user data directory
 (``platformdirs.user_data_path("libervia-cache") / "cache.db"``), created owner-only
 (directory 0700, file 0600), through aiosqlite, in WAL mode with foreign keys on.
+
+PostgreSQL (``postgresql+asyncpg://USER@HOST/DATABASE``): through asyncpg, with JIT
+compilation off (it costs more than it saves on the cache's short queries) and the
+connection named ``libervia-cache`` in ``pg_stat_activity``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,23 @@ def default_db_path() -> Path:
 def default_db_url() -> str:
     """The default database URL: SQLite through aiosqlite at :func:`default_db_path`."""
     return f"sqlite+aiosqlite:///{default_db_path()}"
+
+
+#: ``application_name`` of the cache's PostgreSQL connections
+PG_APPLICATION_NAME = "libervia-cache"
+
+#: PostgreSQL settings of every connection of the cache
+PG_SERVER_SETTINGS = {"jit": "off", "application_name": PG_APPLICATION_NAME}
+
+
+def is_postgresql(url: URL | str) -> bool:
+    """Whether ``url`` names a PostgreSQL database."""
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+def asyncpg_dsn(url: URL | str) -> str:
+    """The libpq-style DSN of a ``postgresql+asyncpg://`` URL, for plain asyncpg."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def sqlite_file(url: URL) -> Path | None:
@@ -84,6 +105,10 @@ def create_engine(db_url: str | None = None) -> AsyncEngine:
             # one shared connection, or each would see its own empty in-memory database
             kwargs["poolclass"] = StaticPool
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT}
+    elif url.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"server_settings": dict(PG_SERVER_SETTINGS)}
+        # a connection dropped by the server (a restart) is replaced, not handed out
+        kwargs["pool_pre_ping"] = True
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _on_connect)

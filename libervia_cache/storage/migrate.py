@@ -9,6 +9,10 @@ subprocess.
 On open (:func:`prepare_database`): an empty database is created from the model and
 stamped at head; an older one is upgraded; one stamped with a revision this code does
 not know (written by a newer version) is refused with :class:`DatabaseVersionError`.
+
+On PostgreSQL, several daemons may open one database at once: each takes a transaction
+advisory lock (:data:`SCHEMA_LOCK`) first, so that one creates or upgrades the schema
+while the others wait and then find it done.
 """
 
 from __future__ import annotations
@@ -27,12 +31,22 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .fts import CREATE_FTS
+from .fts import CREATE_FTS, CREATE_SEARCH_PG
 from .models import Base
 
 T = TypeVar("T")
 
 MIGRATION_PACKAGE = "libervia_cache.migration"
+
+#: PostgreSQL advisory lock key held while a schema is created or upgraded ("lcschema")
+SCHEMA_LOCK = int.from_bytes(b"lcschema", "big", signed=True)
+
+
+def lock_schema(connection: Connection) -> None:
+    """On PostgreSQL, wait for any other process creating or upgrading the schema (the
+    lock is the transaction's: released when it ends)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
 
 
 class DatabaseVersionError(RuntimeError):
@@ -116,6 +130,7 @@ def _check_known(connection: Connection, location: Path) -> str | None:
 
 def create_or_upgrade(connection: Connection) -> tuple[str | None, str]:
     """Create or upgrade the database on ``connection``; return (before, after) revisions."""
+    lock_schema(connection)
     with migration_directory() as location:
         current = _check_known(connection, location)
         head = _script(location).get_current_head()
@@ -128,7 +143,8 @@ def create_or_upgrade(connection: Connection) -> tuple[str | None, str]:
                     "guess its revision (stamp it with `libervia-cache db` if you know it)"
                 )
             Base.metadata.create_all(connection)
-            for statement in CREATE_FTS:
+            postgresql = connection.dialect.name == "postgresql"
+            for statement in CREATE_SEARCH_PG if postgresql else CREATE_FTS:
                 connection.exec_driver_sql(statement)
             command.stamp(alembic_config(location, connection), head)
         elif current != head:
@@ -138,6 +154,7 @@ def create_or_upgrade(connection: Connection) -> tuple[str | None, str]:
 
 def upgrade_to(connection: Connection, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade to ``revision``; return (before, after)."""
+    lock_schema(connection)
     with migration_directory() as location:
         before = _check_known(connection, location)
         command.upgrade(alembic_config(location, connection), revision)
@@ -146,6 +163,7 @@ def upgrade_to(connection: Connection, revision: str = "head") -> tuple[str | No
 
 def downgrade_to(connection: Connection, revision: str) -> tuple[str | None, str | None]:
     """Downgrade to ``revision`` (``base``: drop everything); return (before, after)."""
+    lock_schema(connection)
     with migration_directory() as location:
         before = _check_known(connection, location)
         command.downgrade(alembic_config(location, connection), revision)

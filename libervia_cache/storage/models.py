@@ -41,6 +41,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Constraint naming convention, so that migrations name constraints deterministically.
@@ -79,6 +80,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+#: JSON columns: ``JSON`` on SQLite, ``JSONB`` on PostgreSQL (indexable, compared by value)
+JSONData = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
@@ -86,15 +91,15 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(none_as_null=True)}
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONData}
 
 
 class PubsubNode(Base):
     """A pubsub node the cache knows about (one per profile, service and node name).
 
-    Node ids are never reused (SQLite ``AUTOINCREMENT``): work still holding the id of
-    a node that a reset or a delete removed finds it gone, rather than writing into
-    another node that took its id.
+    Node ids are never reused (SQLite ``AUTOINCREMENT``, PostgreSQL sequences): work
+    still holding the id of a node that a reset or a delete removed finds it gone,
+    rather than writing into another node that took its id.
     """
 
     __tablename__ = "pubsub_nodes"

@@ -13,6 +13,12 @@ than one hop to the aiosqlite thread, so it is cheaper to run it on the event lo
 to ship it to a thread (measured in ``bench/store_bench.py``). The same function runs on
 an engine connection when there is no such reader (in-memory databases), or when the
 node has gaps to close first (a write).
+
+On PostgreSQL every statement is a round trip, and statements of one request must see
+one state of the node: :func:`read_page_at_once` asks for the header and the page in one
+statement (:data:`PG_STATEMENTS`, hand-written: the index range is computed in SQL
+from the header, as :func:`index_range` computes it), run as a prepared statement on a
+plain asyncpg connection (see :mod:`.pgread`).
 """
 
 from __future__ import annotations
@@ -156,6 +162,126 @@ def index_range(request: PageRequest, count: int, key_index: int | None) -> tupl
     return start, end
 
 
+# --- PostgreSQL: the whole request in one statement ---------------------------------------
+
+_PG_HEADER = """
+WITH h AS MATERIALIZED (
+    SELECT n.sync_token AS tok, n.{gap} AS gap,
+        (SELECT min(i.{pos}) FROM pubsub_items i WHERE i.node_id = $1::integer) AS lo,
+        (SELECT max(i.{pos}) FROM pubsub_items i WHERE i.node_id = $1::integer) AS hi,
+        (SELECT i.{pos} FROM pubsub_items i WHERE i.node_id = $1::integer
+            AND i.{key} = $2::text LIMIT 1) AS kp
+    FROM pubsub_nodes n WHERE n.id = $1::integer
+)"""
+
+# $3 from_end (before / max_items: the range ends at the key or the end), $4 limit,
+# $5 index, $6 the reader's sync token; s and e are index_range's start and end
+_PG_RANGE = (
+    _PG_HEADER
+    + """,
+c AS (
+    SELECT h.*, CASE WHEN h.lo IS NULL THEN 0 ELSE h.hi - h.lo + 1 END AS cnt,
+        {key_index} AS ki
+    FROM h
+),
+d AS (
+    SELECT c.*,
+        CASE WHEN $2::text IS NULL THEN c.cnt ELSE c.ki END AS e1,
+        CASE WHEN $2::text IS NULL THEN least(coalesce($5::bigint, 0), c.cnt)
+            ELSE c.ki + 1 END AS s2
+    FROM c
+),
+r AS (
+    SELECT d.*,
+        CASE WHEN $3::boolean
+            THEN CASE WHEN $4::bigint IS NULL THEN 0 ELSE greatest(0, d.e1 - $4::bigint) END
+            ELSE d.s2 END AS s,
+        CASE WHEN $3::boolean THEN d.e1
+            ELSE CASE WHEN $4::bigint IS NULL THEN d.cnt
+                ELSE least(d.cnt, d.s2 + $4::bigint) END END AS e
+    FROM d
+)
+SELECT r.tok, r.gap, r.lo, r.hi, r.kp, p.item_id, p.data, p.k
+FROM r LEFT JOIN LATERAL (
+    SELECT i.item_id, i.data, i.{key} AS k, i.{pos} AS ord FROM pubsub_items i
+    WHERE i.node_id = $1::integer AND i.{pos} BETWEEN {low} AND {high}
+) p ON r.gap IS NULL AND ($6::text IS NULL OR r.tok = $6::text)
+ORDER BY p.ord {direction}"""
+)
+
+_PG_BY_IDS = (
+    _PG_HEADER
+    + """
+SELECT h.tok, h.gap, h.lo, h.hi, h.kp, p.item_id, p.data, p.k
+FROM h LEFT JOIN LATERAL (
+    SELECT i.item_id, i.data, i.{key} AS k, i.{pos} AS ord FROM pubsub_items i
+    WHERE i.node_id = $1::integer AND i.item_id = ANY($3::text[])
+) p ON h.gap IS NULL AND ($4::text IS NULL OR h.tok = $4::text)
+ORDER BY p.ord"""
+)
+
+
+@dataclass(frozen=True)
+class _PGStatements:
+    page_asc: str
+    page_desc: str
+    by_ids: str
+
+
+def _pg_statements(position_name: str, gap_name: str, key_name: str) -> _PGStatements:
+    names = {"pos": position_name, "gap": gap_name, "key": key_name}
+    page = _PG_RANGE
+    asc = page.format(
+        **names,
+        key_index="h.kp - h.lo",
+        low="r.lo + r.s",
+        high="r.lo + r.e - 1",
+        direction="ASC",
+    )
+    desc = page.format(
+        **names,
+        key_index="h.hi - h.kp",
+        low="r.hi - r.e + 1",
+        high="r.hi - r.s",
+        direction="DESC",
+    )
+    return _PGStatements(asc, desc, _PG_BY_IDS.format(**names))
+
+
+#: (order, key column) -> PostgreSQL statements
+PG_STATEMENTS: dict[tuple[str, str], _PGStatements] = {
+    (name, key): _pg_statements(*cols, key) for name, cols in ORDERS.items() for key in KEY_COLUMNS
+}
+
+#: run one PostgreSQL statement with positional parameters, return its rows
+FetchPositional = Callable[..., Sequence[Sequence[Any]]]
+
+
+def pg_request(
+    node_id: int, request: PageRequest, synced_by: str | None
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters answering ``request`` at once (PostgreSQL)."""
+    statements = PG_STATEMENTS[(request.order_by, request.keys)]
+    if request.item_ids is not None:
+        return statements.by_ids, (node_id, None, list(request.item_ids), synced_by)
+    key = request.after if request.after is not None else request.before or None
+    from_end = request.max_items is not None or request.before is not None
+    limit = request.max_items if request.max_items is not None else request.rsm_max
+    sql = statements.page_desc if request.descending else statements.page_asc
+    return sql, (node_id, key, from_end, limit, request.index, synced_by)
+
+
+def read_page_at_once(
+    rows: Sequence[Sequence[Any]], node_id: int, request: PageRequest, synced_by: str | None
+) -> ItemsPage:
+    """The page from the rows of :func:`pg_request`'s statement: a header (token, gap,
+    bounds, position of the RSM key) on every row, and the page's items (none when the
+    node is unknown, dirty, or no longer the reader's). Raises as :func:`read_page`."""
+    header = rows[0][:5] if rows else None
+    found = [row[5:] for row in rows if row[5] is not None]
+    return _answer(header, found, node_id, request, synced_by)
+
+
 def read_page(
     fetch: Fetch, node_id: int, request: PageRequest, synced_by: str | None = None
 ) -> ItemsPage:
@@ -169,13 +295,41 @@ def read_page(
     statements = STATEMENTS[(request.order_by, request.keys)]
     key = request.after if request.after is not None else request.before or None
     rows = fetch(statements.header, {"node": node_id, "key": key})
-    if not rows:  # unknown node: an empty one
+    header = rows[0] if rows else None
+
+    def page_rows(start: int, end: int, low: int, high: int) -> Sequence[Sequence[Any]]:
+        if request.item_ids is not None:
+            return fetch(statements.by_ids, {"node": node_id, "ids": json.dumps(request.item_ids)})
+        if start >= end:
+            return []
+        if request.descending:
+            return fetch(
+                statements.page_desc, {"node": node_id, "low": high - end + 1, "high": high - start}
+            )
+        return fetch(
+            statements.page_asc, {"node": node_id, "low": low + start, "high": low + end - 1}
+        )
+
+    return _answer(header, page_rows, node_id, request, synced_by)
+
+
+def _answer(
+    header: Sequence[Any] | None,
+    found: Sequence[Sequence[Any]] | Callable[[int, int, int, int], Sequence[Sequence[Any]]],
+    node_id: int,
+    request: PageRequest,
+    synced_by: str | None,
+) -> ItemsPage:
+    """Check the header, then make the page of the rows ``found`` (or fetched by it,
+    given the page's index range and the node's bounds)."""
+    key = request.after if request.after is not None else request.before or None
+    if header is None:  # unknown node: an empty one
         if synced_by is not None:
             raise NodeChanged(node_id)
         if key is not None:
             raise UnknownRSMKey(key)
         return ItemsPage(count=0 if request.uses_rsm else None)
-    token, gap, low, high, key_position = rows[0]
+    token, gap, low, high, key_position = header
     if synced_by is not None and token != synced_by:
         raise NodeChanged(node_id)
     if gap is not None:
@@ -185,36 +339,28 @@ def read_page(
     count = 0 if low is None else high - low + 1
 
     if request.item_ids is not None:
-        found = fetch(statements.by_ids, {"node": node_id, "ids": json.dumps(request.item_ids)})
+        rows = found(0, 0, 0, 0) if callable(found) else found
         if request.ids_order == "asked":
-            by_id = {row[0]: row for row in found}
-            found = [by_id[i] for i in dict.fromkeys(request.item_ids) if i in by_id]
+            by_id = {row[0]: row for row in rows}
+            rows = [by_id[i] for i in dict.fromkeys(request.item_ids) if i in by_id]
         elif request.descending:
-            found = list(reversed(found))
-        page = _page(found)
+            rows = list(reversed(rows))
+        page = _page(rows)
         if request.uses_rsm:
-            page.count = len(found)
-            page.index = 0 if found else None
+            page.count = len(rows)
+            page.index = 0 if rows else None
         return page
 
     key_index = None
     if key_position is not None:
         key_index = high - key_position if request.descending else key_position - low
     start, end = index_range(request, count, key_index)
-    if start < end:
-        if request.descending:
-            params = {"node": node_id, "low": high - end + 1, "high": high - start}
-            found = fetch(statements.page_desc, params)
-        else:
-            params = {"node": node_id, "low": low + start, "high": low + end - 1}
-            found = fetch(statements.page_asc, params)
-    else:
-        found = []
-    page = _page(found)
+    rows = found(start, end, low, high) if callable(found) else found
+    page = _page(rows)
     page.node_count, page.start = count, start
     if request.uses_rsm:
         page.count = count
-        page.index = start if found else None
+        page.index = start if rows else None
     return page
 
 

@@ -20,9 +20,11 @@ nodes = nodes_table
 
 def record_gaps(connection: Connection, gaps: Mapping[int, Mapping[str, int | None]]) -> None:
     """Record removals: ``{node_id: {gap column: lowest removed position}}``."""
+    # the smaller of two values: SQLite's two-argument min(), PostgreSQL's least()
+    smaller = func.least if connection.dialect.name == "postgresql" else func.min
     for node_id, node_gaps in gaps.items():
         values = {
-            gap_name: func.min(func.coalesce(nodes.c[gap_name], removed), removed)
+            gap_name: smaller(func.coalesce(nodes.c[gap_name], removed), removed)
             for gap_name, removed in node_gaps.items()
             if removed is not None
         }

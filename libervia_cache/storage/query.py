@@ -32,6 +32,7 @@ strictly less (the reference reads ``<`` as ``<=``).
 from __future__ import annotations
 
 import enum
+import math
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -123,13 +124,16 @@ SQL_INT_MIN, SQL_INT_MAX = -(2**63), 2**63 - 1
 
 
 def _check_text(value: str, part: str, what: str = "text") -> str:
-    """``value`` if SQLite can bind it (UTF-8 encodable: no lone surrogate)."""
+    """``value`` if both databases can bind it (UTF-8 encodable: no lone surrogate;
+    no NUL, which PostgreSQL text cannot hold)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
         raise SearchQueryError(
             part, f"{what} {value!r} is not valid Unicode (lone surrogate at {e.start})"
         ) from None
+    if "\0" in value:
+        raise SearchQueryError(part, f"{what} {value!r} holds a NUL character")
     return value
 
 
@@ -238,10 +242,12 @@ def _is_scalar(value: Any) -> bool:
             value.encode("utf-8")
         except UnicodeEncodeError:
             return False
-        return True
+        return "\0" not in value
     if isinstance(value, int) and not isinstance(value, bool):
         return SQL_INT_MIN <= value <= SQL_INT_MAX
-    return isinstance(value, float | bool)
+    if isinstance(value, float):
+        return math.isfinite(value)  # SQLite binds NaN as NULL; JSON has neither
+    return isinstance(value, bool)
 
 
 def _check_value(kind: ValueKind, value: Any, part: str) -> Any:
@@ -266,7 +272,9 @@ def _check_value(kind: ValueKind, value: Any, part: str) -> Any:
         ok = isinstance(value, str) and _is_scalar(value)
     if not ok:
         raise SearchQueryError(
-            part, f"value must be {kind.value} (valid Unicode, 64-bit integers), not {value!r}"
+            part,
+            f"value must be {kind.value} (valid Unicode without NUL, 64-bit integers, "
+            f"finite numbers), not {value!r}",
         )
     return value
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from .models import SyncState
 
 
@@ -26,6 +28,17 @@ class NodeGone(LookupError):
 class SyncSuperseded(NodeGone):
     """The sync a write belongs to no longer owns its node (a newer sync, a purge or a
     reset replaced it): nothing was written."""
+
+
+class ProfileServedElsewhere(SQLAlchemyError):
+    """The profile is served by another daemon on the shared database (see
+    :mod:`.leases`): this store neither reads nor writes its nodes.
+
+    A database error to its callers (the cache is unavailable for that profile), with
+    a message saying why."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "profile served by another daemon"
 
 
 class NodeChanged(LookupError):

@@ -2,7 +2,10 @@
 
 Every user value is a bound parameter; JSON paths too (``json_extract(parsed, ?)``).
 Operators are a table (:data:`OPERATOR_SQL`) with the same keys as
-:data:`libervia_cache.storage.query.OPERATORS`.
+:data:`libervia_cache.storage.query.OPERATORS`; PostgreSQL's are in
+:mod:`.searching_pg`, with the same results. :func:`search_statement` and
+:func:`purge_condition` build either, and keep to ``scope`` (the profiles a store
+serves, on a database shared by several daemons) when given one.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import UnaryExpression
 
+from . import ftsquery, searching_pg
 from .fts import FTS_TABLE
 from .models import items_table, nodes_table
-from .query import OrderBy, ParsedFilter, PurgeFilters, SearchQuery
+from .query import OrderBy, ParsedFilter, PurgeFilters, SearchQuery, SearchQueryError
 
 items = items_table
 nodes = nodes_table
@@ -113,8 +117,10 @@ ORDER_SQL: dict[str, Callable[[], tuple[tuple[Field, ...], Field]]] = {
 }
 
 
-def parsed_condition(parsed_filter: ParsedFilter) -> ColumnElement[bool]:
+def parsed_condition(parsed_filter: ParsedFilter, postgresql: bool = False) -> ColumnElement[bool]:
     """The SQL condition of one parsed-field filter."""
+    if postgresql:
+        return searching_pg.parsed_condition(parsed_filter)
     return OPERATOR_SQL[parsed_filter.op](parsed_filter.json_path, parsed_filter.value)
 
 
@@ -129,10 +135,14 @@ def _in_nullable(field: Field, values: Sequence[str | None]) -> ColumnElement[bo
 
 
 def node_conditions(
-    filters: SearchQuery | PurgeFilters, names: Sequence[str] | None
+    filters: SearchQuery | PurgeFilters,
+    names: Sequence[str] | None,
+    scope: Sequence[str] | None = None,
 ) -> list[ColumnElement[bool]]:
     """Conditions on ``pubsub_nodes`` shared by search, purge and node deletion."""
     conditions: list[ColumnElement[bool]] = []
+    if scope is not None:
+        conditions.append(nodes.c.profile.in_(list(scope)))
     if filters.profiles is not None:
         conditions.append(nodes.c.profile.in_(filters.profiles))
     if filters.services is not None:
@@ -146,21 +156,42 @@ def node_conditions(
     return conditions
 
 
-def _order_terms(order: OrderBy) -> list[UnaryExpression[Any]]:
+def _order_terms(
+    order: OrderBy, postgresql: bool, rank: Field | None
+) -> list[UnaryExpression[Any]]:
     groups: tuple[Field, ...] = ()
     if order.path is not None:
+        if postgresql:
+            return searching_pg.order_terms(order.path, order.descending)
         from .query import to_json_path
 
         expression = _field(to_json_path(order.path))
     else:
         assert order.key is not None
         groups, expression = ORDER_SQL[order.key]()
+        if order.key == "rank" and rank is not None:
+            expression = rank
+        elif order.key == "item_id" and postgresql:
+            expression = items.c.item_id.collate("C")  # byte order, as SQLite's BINARY
     last = expression.desc() if order.descending else expression.asc()
     return [*(group.asc() for group in groups), last]
 
 
-def search_statement(query: SearchQuery) -> Select[Any]:
-    """The SELECT answering a validated search query."""
+def _tsquery(query: SearchQuery) -> str | None:
+    assert query.fts is not None
+    try:
+        return ftsquery.to_tsquery(query.fts)
+    except ftsquery.NearTooLarge as error:
+        raise SearchQueryError("fts", str(error)) from None
+
+
+def search_statement(
+    query: SearchQuery, postgresql: bool = False, scope: Sequence[str] | None = None
+) -> Select[Any]:
+    """The SELECT answering a validated search query (on PostgreSQL with
+    ``postgresql``; within the profiles of ``scope`` if given)."""
+    if postgresql:
+        return _search_statement_pg(query, scope)
     columns: list[Any] = [
         nodes.c.profile,
         nodes.c.service,
@@ -180,17 +211,55 @@ def search_statement(query: SearchQuery) -> Select[Any]:
     else:
         source = items.join(nodes, nodes.c.id == items.c.node_id)
     statement = select(*columns).select_from(source)
-    conditions = node_conditions(query, query.nodes)
+    conditions = node_conditions(query, query.nodes, scope)
     if query.fts is not None:
         conditions.append(fts.c[FTS_TABLE].match(bindparam("fts", query.fts)))
+    return _finish(statement, query, conditions, False, None)
+
+
+def _search_statement_pg(query: SearchQuery, scope: Sequence[str] | None) -> Select[Any]:
+    columns: list[Any] = [
+        nodes.c.profile,
+        nodes.c.service,
+        nodes.c.name.label("node"),
+        items.c.item_id,
+        items.c.parsed,
+        items.c.created,
+        items.c.updated,
+    ]
+    if query.with_payload:
+        columns.append(items.c.data.label("item_payload"))
+    conditions = node_conditions(query, query.nodes, scope)
+    rank: Field | None = None
+    if query.fts is not None:
+        tsquery = _tsquery(query)
+        if tsquery is None:  # a query matching nothing (FTS5 reads it so too)
+            conditions.append(false())
+            tsquery = ""
+        else:
+            conditions.append(searching_pg.fts_match(tsquery))
+        rank = searching_pg.fts_rank(tsquery)
+        columns.append(rank)
+    statement = select(*columns).select_from(items.join(nodes, nodes.c.id == items.c.node_id))
+    return _finish(statement, query, conditions, True, rank)
+
+
+def _finish(
+    statement: Select[Any],
+    query: SearchQuery,
+    conditions: list[ColumnElement[bool]],
+    postgresql: bool,
+    rank: Field | None,
+) -> Select[Any]:
+    """Filters on items, order and paging: the same on both databases."""
     if query.item_ids is not None:
         conditions.append(items.c.item_id.in_(query.item_ids))
-    conditions.extend(parsed_condition(f) for f in query.parsed)
+    conditions.extend(parsed_condition(f, postgresql) for f in query.parsed)
     statement = statement.where(and_(true(), *conditions))
     if query.order_by:
-        order = [term for o in query.order_by for term in _order_terms(o)]
+        order = [term for o in query.order_by for term in _order_terms(o, postgresql, rank)]
     elif query.fts is not None:
-        order = [fts.c.rank.asc()]
+        order = [(rank if rank is not None else fts.c.rank).asc()]
     else:  # newest first, in each node's own order
         order = [items.c.node_id.asc(), items.c.position.desc()]
     # a total order, so that index/limit paging is stable
@@ -203,10 +272,13 @@ def search_statement(query: SearchQuery) -> Select[Any]:
     return statement
 
 
-def purge_condition(filters: PurgeFilters) -> ColumnElement[bool]:
-    """Condition on ``pubsub_items`` selecting what a purge deletes."""
+def purge_condition(
+    filters: PurgeFilters, scope: Sequence[str] | None = None
+) -> ColumnElement[bool]:
+    """Condition on ``pubsub_items`` selecting what a purge deletes (within the
+    profiles of ``scope`` if given)."""
     conditions: list[ColumnElement[bool]] = []
-    node_filter = node_conditions(filters, filters.nodes)
+    node_filter = node_conditions(filters, filters.nodes, scope)
     if node_filter:
         conditions.append(items.c.node_id.in_(select(nodes.c.id).where(*node_filter)))
     if filters.created_before is not None:

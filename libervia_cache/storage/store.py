@@ -3,9 +3,12 @@
 Public coroutine methods are wrapped with :func:`libervia_cache.storage.aio.deferred_method`:
 they return Deferreds that Twisted code awaits; cancelling one never interrupts its
 transaction. :meth:`Store.get_items`, the hot path, returns an already-fired Deferred
-when the page can be read at once (see :mod:`.pages`). All writes go through one asyncio
-lock and ``BEGIN IMMEDIATE`` transactions: SQLite has one writer, and waiting for the
-lock up front avoids failed read-to-write upgrades.
+when the page can be read at once (see :mod:`.pages`; on PostgreSQL, one prepared
+statement on a plain asyncpg connection, :mod:`.pgread`). All writes go through one
+asyncio lock and ``BEGIN IMMEDIATE`` transactions: SQLite has one writer, and waiting
+for the lock up front avoids failed read-to-write upgrades. On PostgreSQL, a write
+locks its node's row (``SELECT ... FOR UPDATE``) before it reads or changes anything of
+the node, so that writes of one node never interleave, whichever process makes them.
 
 Who may write into a node is checked in the write's own transaction:
 
@@ -15,6 +18,11 @@ Who may write into a node is checked in the write's own transaction:
   its writes names the token and raises :class:`SyncSuperseded` once a newer sync, a
   purge or a reset took the node from it. A node is COMPLETED only by the write of its
   last page, under the token of the sync that paged it.
+
+On a PostgreSQL database shared by several daemons, a store serves only the profiles
+whose lease it holds (:mod:`.leases`): methods naming another profile, and writes to
+its nodes, raise :class:`ProfileServedElsewhere`; search, purge and reset keep to the
+profiles it serves.
 """
 
 from __future__ import annotations
@@ -26,20 +34,40 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeDecorator
 from twisted.internet import defer
 
 from . import pages, positions, searching
 from .aio import aio, deferred_method
 from .engine import connect_reader, create_engine, sqlite_file
-from .fts import extract_text
+from .fts import SEARCH_COLUMN, extract_text, tsvector
+from .leases import NoLeases, ProfileLeases, release_leases, shared_leases
 from .migrate import prepare_database, run_in_transaction
 from .models import SyncState, items_table, nodes_table, utcnow
+from .pgread import PostgresReader
 from .query import SearchQueryError, parse_purge_filters, parse_search_query
 from .records import ItemsPage, NodeGone, NodeInfo, SyncSuperseded
 
@@ -107,6 +135,41 @@ _NODE_PROCESSORS = [
     column.type._cached_result_processor(sqlite_dialect.dialect(), None) for column in _NODE_COLUMNS
 ]
 
+#: the same for PostgreSQL (``$1``.. parameters, run on a :class:`PostgresReader`)
+_PG_DIALECT = postgresql_dialect.asyncpg.dialect()
+_PG_NODE_SQL = str(
+    select(*_NODE_COLUMNS)
+    .where(
+        nodes.c.profile == bindparam("profile"),
+        nodes.c.service == bindparam("service"),
+        nodes.c.name == bindparam("name"),
+    )
+    .compile(dialect=_PG_DIALECT)
+)
+_PG_NODE_PROCESSORS = [
+    column.type._cached_result_processor(_PG_DIALECT, None) for column in _NODE_COLUMNS
+]
+
+
+class _TSVectorText(TypeDecorator[str]):
+    """A ``tsvector`` written from its text (:func:`.fts.tsvector`)."""
+
+    impl = TSVECTOR
+    cache_ok = True
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return cast(type_coerce(bindvalue, Text), TSVECTOR)
+
+
+#: ``pubsub_items`` as PostgreSQL writes it: with the ``tsvector`` of the item's text
+#: (a column the model leaves out: SQLite's index is its FTS5 table)
+items_with_search = Table(
+    "pubsub_items",
+    MetaData(),
+    *(Column(c.name, c.type, key=c.key, primary_key=c.primary_key) for c in items.c),
+    Column(SEARCH_COLUMN, _TSVectorText()),
+)
+
 
 def _node_info(row: Any) -> NodeInfo:
     (
@@ -145,12 +208,27 @@ def _node_info(row: Any) -> NodeInfo:
     )
 
 
-def _check_owner(connection: Connection, node_id: int, token: str | None) -> None:
+def _is_postgresql(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def _check_owner(
+    connection: Connection,
+    node_id: int,
+    token: str | None,
+    leases: NoLeases | ProfileLeases | None = None,
+) -> None:
     """Raise :class:`NodeGone` if the node is gone, :class:`SyncSuperseded` if ``token``
-    is given and no longer owns it (in the caller's write transaction)."""
-    row = connection.execute(select(nodes.c.sync_token).where(nodes.c.id == node_id)).one_or_none()
+    is given and no longer owns it, :class:`ProfileServedElsewhere` if its profile is
+    not served here (in the caller's write transaction, whose lock on the node's row
+    holds every other writer of the node back until it ends)."""
+    row = connection.execute(
+        select(nodes.c.sync_token, nodes.c.profile).where(nodes.c.id == node_id).with_for_update()
+    ).one_or_none()
     if row is None:
         raise NodeGone(f"node {node_id} no longer exists")
+    if leases is not None:
+        leases.check(row.profile)
     if token is not None and row.sync_token != token:
         raise SyncSuperseded(f"the synchronisation of node {node_id} was superseded")
 
@@ -159,18 +237,39 @@ def _json_list(values: Iterable[str]) -> str:
     return json.dumps(list(values))
 
 
-def _in_json(column: Any, values: Iterable[str]) -> Any:
+def _in_json(column: Any, values: Iterable[str], postgresql: bool = False) -> Any:
     # one bound parameter however many values (no SQL variable limit, statement cached)
+    if postgresql:
+        return column == any_(bindparam(None, list(values), type_=ARRAY(Text)))
     each = func.json_each(_json_list(values)).table_valued("value")
     return column.in_(select(each.c.value))
 
 
-class Store:
-    """The pubsub cache's database (SQLAlchemy asyncio engine, SQLite by default)."""
+def _insert_ignoring_conflicts(
+    connection: Connection, table: Table, values: dict[str, Any]
+) -> None:
+    """``INSERT`` unless a row with the same unique key exists."""
+    insert = postgresql_insert if _is_postgresql(connection) else sqlite_insert
+    connection.execute(insert(table).values(values).on_conflict_do_nothing())
 
-    def __init__(self, engine: AsyncEngine, reader: sqlite3.Connection | None) -> None:
+
+class Store:
+    """The pubsub cache's database (SQLAlchemy asyncio engine, SQLite by default;
+    PostgreSQL through asyncpg)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        reader: sqlite3.Connection | None,
+        pg_reader: PostgresReader | None = None,
+        leases: ProfileLeases | None = None,
+    ) -> None:
         self.engine = engine
         self._reader = reader
+        self._pg_reader = pg_reader
+        self.postgresql = engine.dialect.name == "postgresql"
+        #: the profiles this store serves (PostgreSQL: those whose lease it holds)
+        self.leases: NoLeases | ProfileLeases = leases if leases is not None else NoLeases()
         self._write_lock = asyncio.Lock()
         #: database work in flight (shielded from cancellation): close() waits for it
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -190,9 +289,17 @@ class Store:
     @classmethod
     async def _open(cls, db_url: str | None) -> Store:
         engine = create_engine(db_url)
+        leases: ProfileLeases | None = None
         try:
             await prepare_database(engine)
+            if engine.dialect.name == "postgresql":
+                url = engine.url.render_as_string(hide_password=False)
+                label = engine.url.render_as_string(hide_password=True)
+                leases = await shared_leases(url, label)
+                return cls(engine, None, PostgresReader(url), leases)
         except BaseException:
+            if leases is not None:
+                await release_leases(engine.url.render_as_string(hide_password=False), leases)
             await engine.dispose()
             raise
         path = sqlite_file(make_url(str(engine.url)))
@@ -209,7 +316,28 @@ class Store:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._pg_reader is not None:
+            await self._pg_reader.close()
+        if isinstance(self.leases, ProfileLeases):
+            await release_leases(self.engine.url.render_as_string(hide_password=False), self.leases)
         await self.engine.dispose()
+
+    def _scope_conditions(self) -> list[Any]:
+        """Conditions keeping a statement to the profiles this store serves."""
+        scope = self.leases.scope
+        return [] if scope is None else [nodes.c.profile.in_(sorted(scope))]
+
+    @property
+    def _scope(self) -> list[str] | None:
+        scope = self.leases.scope
+        return None if scope is None else sorted(scope)
+
+    @deferred_method
+    async def claim_profile(self, profile: str) -> None:
+        """Serve ``profile`` (on PostgreSQL, take its lease; raise
+        :class:`ProfileServedElsewhere` if another daemon holds it). Every method
+        naming a profile does it first: calling it is only a way to know early."""
+        await self.leases.claim(profile)
 
     async def _write(self, fn: Callable[[Connection], T]) -> T:
         async with self._write_lock:
@@ -226,8 +354,12 @@ class Store:
 
         On the hot path of every read: answered on the lean ``sqlite3`` read connection
         (an already fired Deferred, no pool, no thread hop), as page reads are; the
-        engine answers when that connection is busy or absent.
+        engine answers when that connection is busy or absent. On PostgreSQL, one
+        prepared statement on a plain asyncpg connection. Raises
+        :class:`ProfileServedElsewhere` for a profile another daemon serves.
         """
+        if self._pg_reader is not None:
+            return aio(self._pg_get_node(profile, service, name), self._tasks)
         if self._reader is not None:
             try:
                 row = self._reader.execute(
@@ -246,6 +378,16 @@ class Store:
                     )
                 )
         return aio(self._get_node(profile, service, name))
+
+    async def _pg_get_node(self, profile: str, service: str, name: str) -> NodeInfo | None:
+        assert self._pg_reader is not None
+        await self.leases.claim(profile)
+        rows = await self._pg_reader.fetch(_PG_NODE_SQL, profile, service, name)
+        if not rows:
+            return None
+        return _node_info(
+            [p(v) if p else v for p, v in zip(_PG_NODE_PROCESSORS, rows[0], strict=True)]
+        )
 
     async def _get_node(self, profile: str, service: str, name: str) -> NodeInfo | None:
         def run(connection: Connection) -> NodeInfo | None:
@@ -273,22 +415,25 @@ class Store:
     ) -> NodeInfo:
         """The node, created with the given fields if unknown (an existing one is kept)."""
 
+        await self.leases.claim(profile)
+
         def run(connection: Connection) -> NodeInfo:
-            connection.execute(
-                sqlite_insert(nodes)
-                .values(
-                    profile=profile,
-                    service=service,
-                    name=name,
-                    analyser=analyser,
-                    type=type_,
-                    subtype=subtype,
-                    sync_state=sync_state,
-                    sync_state_updated=utcnow() if sync_state is not None else None,
-                    subscribed=False,
-                    extra=extra or {},
-                )
-                .on_conflict_do_nothing()
+            self.leases.check(profile)
+            _insert_ignoring_conflicts(
+                connection,
+                nodes,
+                {
+                    "profile": profile,
+                    "service": service,
+                    "name": name,
+                    "analyser": analyser,
+                    "type": type_,
+                    "subtype": subtype,
+                    "sync_state": sync_state,
+                    "sync_state_updated": utcnow() if sync_state is not None else None,
+                    "subscribed": False,
+                    "extra": extra or {},
+                },
             )
             row = connection.execute(
                 select(*_NODE_COLUMNS).where(
@@ -313,7 +458,7 @@ class Store:
             values["sync_state_updated"] = utcnow()
 
         def run(connection: Connection) -> None:
-            _check_owner(connection, node_id, token)
+            _check_owner(connection, node_id, token, self.leases)
             if values:
                 connection.execute(update(nodes).where(nodes.c.id == node_id).values(values))
 
@@ -327,7 +472,7 @@ class Store:
         token = uuid.uuid4().hex
 
         def run(connection: Connection) -> None:
-            _check_owner(connection, node_id, None)
+            _check_owner(connection, node_id, None, self.leases)
             connection.execute(delete(items).where(items.c.node_id == node_id))
             connection.execute(
                 update(nodes)
@@ -356,7 +501,7 @@ class Store:
 
         def run(connection: Connection) -> bool:
             try:
-                _check_owner(connection, node_id, token)
+                _check_owner(connection, node_id, token, self.leases)
             except NodeGone:
                 return False
             connection.execute(delete(items).where(items.c.node_id == node_id))
@@ -380,7 +525,15 @@ class Store:
     async def delete_node(self, node_id: int) -> None:
         """Forget a node and its items (XEP-0060 node deletion event). A node already
         gone is not an error."""
-        await self._write(lambda c: c.execute(delete(nodes).where(nodes.c.id == node_id)))
+
+        def run(connection: Connection) -> None:
+            try:
+                _check_owner(connection, node_id, None, self.leases)
+            except NodeGone:
+                return
+            connection.execute(delete(nodes).where(nodes.c.id == node_id))
+
+        await self._write(run)
 
     @deferred_method
     async def delete_nodes(
@@ -402,7 +555,7 @@ class Store:
             "types": types,
             "subtypes": subtypes,
         }
-        conditions = []
+        conditions = self._scope_conditions()
         for key, values in filters.items():
             if values is not None:
                 column = nodes.c[NODE_FILTERS[key]]
@@ -423,8 +576,9 @@ class Store:
     ) -> list[NodeInfo]:
         """Nodes matching every given filter (``None``: any), e.g. the syncs a crash
         left ``IN_PROGRESS``."""
-        conditions = []
+        conditions = self._scope_conditions()
         if profile is not None:
+            await self.leases.claim(profile)
             conditions.append(nodes.c.profile == profile)
         if service is not None:
             conditions.append(nodes.c.service == service)
@@ -502,11 +656,16 @@ class Store:
             batch.pop(item_id, None)  # last occurrence wins, at its own place
             batch[item_id] = (raw_xml, parsed)
         texts = {item_id: extract_text(raw) for item_id, (raw, _) in batch.items()}
+        vectors = (
+            {item_id: tsvector(text) for item_id, text in texts.items()}
+            if self.postgresql
+            else None
+        )
 
         def run(connection: Connection) -> None:
-            _check_owner(connection, node_id, token)
+            _check_owner(connection, node_id, token, self.leases)
             if batch:
-                _write_items(connection, node_id, batch, texts, where, keep_place)
+                _write_items(connection, node_id, batch, texts, where, keep_place, vectors)
             if keys:
                 _learn_keys(connection, node_id, keys)
             if server_max is not None:
@@ -536,7 +695,7 @@ class Store:
             return
 
         def run(connection: Connection) -> None:
-            _check_owner(connection, node_id, None)
+            _check_owner(connection, node_id, None, self.leases)
             _learn_keys(connection, node_id, keys)
 
         await self._write(run)
@@ -551,7 +710,8 @@ class Store:
         def run(connection: Connection) -> list[CachedItem]:
             rows = connection.execute(
                 select(items.c.item_id, items.c.data, items.c.parsed).where(
-                    items.c.node_id == node_id, _in_json(items.c.item_id, wanted)
+                    items.c.node_id == node_id,
+                    _in_json(items.c.item_id, wanted, _is_postgresql(connection)),
                 )
             )
             return [(row.item_id, row.data, row.parsed) for row in rows]
@@ -570,7 +730,8 @@ class Store:
             return set(
                 connection.execute(
                     select(items.c.item_id).where(
-                        items.c.node_id == node_id, _in_json(items.c.item_id, wanted)
+                        items.c.node_id == node_id,
+                        _in_json(items.c.item_id, wanted, _is_postgresql(connection)),
                     )
                 ).scalars()
             )
@@ -586,9 +747,11 @@ class Store:
         wanted = list(item_ids)
 
         def run(connection: Connection) -> int:
-            _check_owner(connection, node_id, token)
+            _check_owner(connection, node_id, token, self.leases)
             deleted = _delete_items_where(
-                connection, (items.c.node_id == node_id) & _in_json(items.c.item_id, wanted)
+                connection,
+                (items.c.node_id == node_id)
+                & _in_json(items.c.item_id, wanted, _is_postgresql(connection)),
             )
             if deleted:
                 positions.close_shallow_gaps(connection, node_id)
@@ -602,7 +765,7 @@ class Store:
         Raises :class:`NodeGone`."""
 
         def run(connection: Connection) -> int:
-            _check_owner(connection, node_id, None)
+            _check_owner(connection, node_id, None, self.leases)
             deleted = connection.execute(delete(items).where(items.c.node_id == node_id)).rowcount
             connection.execute(
                 update(nodes)
@@ -668,6 +831,8 @@ class Store:
             )
         except ValueError:
             return defer.fail()
+        if self._pg_reader is not None:
+            return aio(self._pg_get_items(node_id, request, synced_by), self._tasks)
         if self._reader is not None:
             reader = self._reader
             try:
@@ -689,10 +854,26 @@ class Store:
         assert self._reader is not None
         return self._reader.execute(sql, params).fetchall()
 
+    async def _pg_get_items(
+        self, node_id: int, request: pages.PageRequest, synced_by: str | None
+    ) -> ItemsPage:
+        assert self._pg_reader is not None
+        sql, params = pages.pg_request(node_id, request, synced_by)
+        rows = await self._pg_reader.fetch(sql, *params)
+        try:
+            return pages.read_page_at_once(rows, node_id, request, synced_by)
+        except pages.NeedsRenumbering:
+            return await self._get_items(node_id, request, synced_by)
+
     async def _get_items(
         self, node_id: int, request: pages.PageRequest, synced_by: str | None
     ) -> ItemsPage:
         def read(connection: Connection) -> ItemsPage:
+            if _is_postgresql(connection):
+                sql, params = pages.pg_request(node_id, request, synced_by)
+                rows = connection.exec_driver_sql(sql, params).all()
+                return pages.read_page_at_once(rows, node_id, request, synced_by)
+
             def fetch(sql: str, params: dict[str, Any]) -> Sequence[Any]:
                 return connection.exec_driver_sql(sql, params).all()
 
@@ -704,6 +885,10 @@ class Store:
             pass
 
         def renumber_and_read(connection: Connection) -> ItemsPage:
+            try:
+                _check_owner(connection, node_id, None, self.leases)
+            except NodeGone:
+                return read(connection)  # gone meanwhile: read says so
             positions.renumber(connection, [node_id])
             return read(connection)
 
@@ -721,7 +906,7 @@ class Store:
         is better) with a full-text query. Raises :class:`SearchQueryError`.
         """
         parsed_query = parse_search_query(query)
-        statement = searching.search_statement(parsed_query)
+        statement = searching.search_statement(parsed_query, self.postgresql, self._scope)
 
         def run(connection: Connection) -> list[dict[str, Any]]:
             return [dict(row._mapping) for row in connection.execute(statement)]
@@ -736,7 +921,7 @@ class Store:
     @deferred_method
     async def nodes_to_purge(self, filters: Mapping[str, Any] | None = None) -> list[NodeInfo]:
         """The nodes holding items that :meth:`purge` would delete with ``filters``."""
-        condition = searching.purge_condition(parse_purge_filters(filters))
+        condition = searching.purge_condition(parse_purge_filters(filters), self._scope)
 
         def run(connection: Connection) -> list[NodeInfo]:
             touched = select(items.c.node_id).where(condition).distinct()
@@ -754,7 +939,7 @@ class Store:
         one goes back to "never synchronised", and the sync running on an IN_PROGRESS one
         is superseded (its next write is refused), in the same transaction. Returns the
         number of items deleted."""
-        condition = searching.purge_condition(parse_purge_filters(filters))
+        condition = searching.purge_condition(parse_purge_filters(filters), self._scope)
 
         def run(connection: Connection) -> int:
             touched = [
@@ -763,6 +948,14 @@ class Store:
                     select(items.c.node_id).where(condition).group_by(items.c.node_id)
                 )
             ]
+            if touched and _is_postgresql(connection):
+                # the nodes' rows first, in one order: writers of a node lock it first
+                connection.execute(
+                    select(nodes.c.id)
+                    .where(nodes.c.id.in_(touched))
+                    .order_by(nodes.c.id)
+                    .with_for_update()
+                )
             deleted = _delete_items_where(connection, condition)
             if touched:
                 connection.execute(
@@ -780,7 +973,7 @@ class Store:
     @deferred_method
     async def count_purge(self, filters: Mapping[str, Any] | None = None) -> int:
         """How many items :meth:`purge` would delete with ``filters``."""
-        condition = searching.purge_condition(parse_purge_filters(filters))
+        condition = searching.purge_condition(parse_purge_filters(filters), self._scope)
 
         def run(connection: Connection) -> int:
             return connection.execute(
@@ -791,12 +984,20 @@ class Store:
 
     @deferred_method
     async def reset(self) -> tuple[int, int]:
-        """Forget everything: every node and item. Returns how many nodes and items
-        there were. Work still holding a node's id finds it gone (ids are not reused)."""
+        """Forget everything: every node and item (of the profiles this store serves, on
+        a shared database). Returns how many nodes and items there were. Work still
+        holding a node's id finds it gone (ids are not reused)."""
+        conditions = self._scope_conditions()
 
         def run(connection: Connection) -> tuple[int, int]:
-            deleted_items = connection.execute(delete(items)).rowcount
-            deleted_nodes = connection.execute(delete(nodes)).rowcount
+            if conditions:
+                scoped = select(nodes.c.id).where(*conditions)
+                deleted_items = connection.execute(
+                    delete(items).where(items.c.node_id.in_(scoped))
+                ).rowcount
+            else:
+                deleted_items = connection.execute(delete(items)).rowcount
+            deleted_nodes = connection.execute(delete(nodes).where(*conditions)).rowcount
             return deleted_nodes, deleted_items
 
         return await self._write(run)
@@ -876,12 +1077,14 @@ def _write_items(
     texts: Mapping[str, str],
     where: str,
     keep_place: bool = False,
+    vectors: Mapping[str, str] | None = None,
 ) -> None:
     existing = {
         row.item_id: row
         for row in connection.execute(
             select(items.c.item_id, items.c.id, items.c.position).where(
-                items.c.node_id == node_id, _in_json(items.c.item_id, batch)
+                items.c.node_id == node_id,
+                _in_json(items.c.item_id, batch, _is_postgresql(connection)),
             )
         )
     }
@@ -908,6 +1111,8 @@ def _write_items(
             "text": texts[item_id],
             "updated": now,
         }
+        if vectors is not None:
+            values[SEARCH_COLUMN] = vectors[item_id]
         if known is None or not keep_place:
             values["position"] = first + placed
             placed += 1
@@ -928,10 +1133,11 @@ def _write_items(
             connection,
             {node_id: {"position_gap_from": min(row.position for row in existing.values())}},
         )
+    table = items_with_search if vectors is not None else items
     if updates:
-        connection.execute(update(items).where(items.c.id == bindparam("row_id")), updates)
+        connection.execute(update(table).where(table.c.id == bindparam("row_id")), updates)
     if inserts:
-        connection.execute(items.insert(), inserts)
+        connection.execute(table.insert(), inserts)
     if updates and not keep_place:
         positions.close_shallow_gaps(connection, node_id)
 

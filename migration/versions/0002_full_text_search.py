@@ -3,6 +3,9 @@
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-27
+
+The FTS5 table and its triggers are SQLite's; PostgreSQL gets the text column here and
+its own index in 0006.
 """
 
 from __future__ import annotations
@@ -75,13 +78,16 @@ def upgrade() -> None:
             [{"row_id": row_id, "text": extract_text(data)} for row_id, data in rows],
         )
         last_id = rows[-1][0]
+    if connection.dialect.name != "sqlite":
+        return
     for statement in CREATE:
         op.execute(statement)
     op.execute("INSERT INTO pubsub_items_fts(pubsub_items_fts) VALUES ('rebuild')")
 
 
 def downgrade() -> None:
-    for statement in DROP:
-        op.execute(statement)
+    if op.get_bind().dialect.name == "sqlite":
+        for statement in DROP:
+            op.execute(statement)
     with op.batch_alter_table("pubsub_items", recreate="never") as batch:
         batch.drop_column("text")

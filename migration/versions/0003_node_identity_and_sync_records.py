@@ -13,8 +13,8 @@ last completed and how many items the service counted.
 SQLite rebuild, in the migration's transaction: the FTS triggers are dropped, both
 tables are copied aside, dropped (child first, so no cascade runs) and created again,
 rows go back with their ids (the FTS index, keyed by item id, stays valid), the
-triggers are created again. Other databases only add the columns: their sequences never
-reuse ids.
+triggers are created again. Other databases (PostgreSQL) only add the columns: their
+sequences never reuse ids.
 """
 
 from __future__ import annotations
@@ -158,6 +158,10 @@ def upgrade() -> None:
         return
     for column in new_node_columns():
         op.add_column("pubsub_nodes", column)
+    op.execute(
+        "UPDATE pubsub_nodes SET sync_token = md5(random()::text || id::text) "
+        "WHERE sync_state IS NOT NULL"
+    )
 
 
 def downgrade() -> None:

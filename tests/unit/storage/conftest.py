@@ -1,4 +1,12 @@
-"""Fixtures of the storage tests: a store on a fresh SQLite file per test."""
+"""Fixtures of the storage tests: a store on a fresh database per test, SQLite and
+PostgreSQL.
+
+Every test that uses ``store`` (or ``db_url``, or ``database``) runs once per database
+kind of ``LIBERVIA_CACHE_TEST_DATABASES`` (see :mod:`tests.harness.databases`): on a
+new SQLite file, and on the session's PostgreSQL database emptied of every table.
+``@pytest.mark.sqlite_only``: a test that looks inside the SQLite file (pragmas, query
+plans, the ``sqlite3`` read connection) runs on SQLite alone.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +17,69 @@ import pytest
 
 from libervia_cache.storage import NodeInfo, Store
 from tests.conftest import run
+from tests.harness.databases import (
+    PostgresDatabases,
+    database_kinds,
+    empty,
+    require_postgresql,
+    server_url,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: a storage test of SQLite's own machinery (not run on PostgreSQL)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if {"store", "db_url"} & set(metafunc.fixturenames):
+        kinds = database_kinds()
+        if metafunc.definition.get_closest_marker("sqlite_only"):
+            kinds = [kind for kind in kinds if kind == "sqlite"] or ["sqlite"]
+        metafunc.parametrize("database", kinds, indirect=True)
+
+
+class PostgresSession:
+    """The session's PostgreSQL database (created once, dropped at the end)."""
+
+    def __init__(self) -> None:
+        self.databases = PostgresDatabases(server_url())
+        self.reason = self.databases.check()
+        self.url: str | None = None if self.reason else self.databases.create("storage")
+
+    def fresh(self) -> str:
+        require_postgresql(self.databases, self.reason)
+        assert self.url is not None
+        empty(self.url)
+        return self.url
+
+
+@pytest.fixture(scope="session")
+def postgresql_session() -> Iterator[PostgresSession]:
+    session = PostgresSession()
+    try:
+        yield session
+    finally:
+        session.databases.drop_all()
+
+
+@pytest.fixture(autouse=True)
+def database(request: pytest.FixtureRequest) -> str:
+    """The kind of database of this test: ``sqlite`` or ``postgresql`` (autouse, so
+    that tests elsewhere importing ``store`` get SQLite without asking for it)."""
+    return str(getattr(request, "param", "sqlite"))
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
+def db_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of an empty database of the test's kind."""
+    database = "sqlite"
+    if "database" in request.fixturenames:
+        database = request.getfixturevalue("database")
+    if database == "postgresql":
+        session: PostgresSession = request.getfixturevalue("postgresql_session")
+        return session.fresh()
     return f"sqlite+aiosqlite:///{tmp_path / 'cache.db'}"
 
 

@@ -29,6 +29,7 @@ def test_database_file_and_directory_are_owner_only(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.sqlite_only
 async def test_wal_and_foreign_keys_are_on(store: Store) -> None:
     async def pragmas() -> tuple[object, object]:
         async with store.engine.connect() as connection:
@@ -39,6 +40,7 @@ async def test_wal_and_foreign_keys_are_on(store: Store) -> None:
     assert await aio(pragmas()) == (1, "wal")
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("order", sorted(STATEMENTS))
 def test_page_queries_are_index_range_scans(store: Store, order: str) -> None:
     assert store._reader is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from libervia_cache.storage import (
     NodeChanged,
@@ -13,6 +14,8 @@ from libervia_cache.storage import (
     SyncSuperseded,
     UnknownRSMKey,
 )
+from libervia_cache.storage.aio import aio
+from libervia_cache.storage.models import nodes_table
 
 from .conftest import item, items
 
@@ -303,15 +306,29 @@ async def test_in_memory_database_works() -> None:
         await store.close()
 
 
+async def gaps(store: Store, node_id: int) -> tuple[int | None, int | None]:
+    async with store.engine.connect() as connection:
+        row = (
+            await connection.execute(
+                select(nodes_table.c.position_gap_from, nodes_table.c.creation_gap_from).where(
+                    nodes_table.c.id == node_id
+                )
+            )
+        ).one()
+    return row[0], row[1]
+
+
 async def test_retracting_or_republishing_a_recent_item_leaves_reads_on_the_fast_path(
     store: Store, node: NodeInfo
 ) -> None:
     await store.cache_items(node.id, items(*(f"i{n}" for n in range(10))))
     await store.delete_items(node.id, ["i7"])
     await store.cache_items(node.id, items("i8"))  # republished: the newest
+    # no gap was left for a read to close with a write
+    assert await aio(gaps(store, node.id)) == (None, None)
     page = store.get_items(node.id, rsm_max=3, before="")
-    # answered at once on the read connection: no gap was left for a write to close
-    assert page.called
+    if not store.postgresql:  # answered at once on the sqlite3 read connection
+        assert page.called
     answer = await page
     assert answer.item_ids == ["i6", "i9", "i8"] and (answer.index, answer.count) == (6, 9)
 
