@@ -377,7 +377,9 @@ def describe_connection(xmpp: ReconnectingClient) -> str:
     if status.state is ConnectionState.CONNECTED:
         return f"connected as {xmpp.jid.full()}"
     text = status.state.value
-    if status.error:
+    if status.state is ConnectionState.CONNECTING and status.error:
+        text += f" (the last attempt failed: {status.error})"
+    elif status.error:
         text += f": {status.error}"
     if status.next_retry is not None:
         text += f"; next try in {max(0, round(status.next_retry - time.time()))} s"

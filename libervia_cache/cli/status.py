@@ -111,7 +111,9 @@ def _profile_line(row: dict[str, Any], now: datetime) -> str:
     text = f"{name}: {state.replace('_', ' ')}"
     if state == "failed" and row.get("failures"):
         text += f" ({row['failures']} attempt(s))"
-    if row.get("error"):
+    if state == "connecting" and row.get("error"):
+        text += f" (the last attempt failed: {row['error']})"
+    elif row.get("error"):
         text += f": {row['error']}"
     retry = _in(row.get("next_retry"), now)
     if retry:

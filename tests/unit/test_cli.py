@@ -737,3 +737,21 @@ def test_a_socket_path_the_system_cannot_use_is_said_without_none(tmp_path: Path
     assert result.exit_code == 2
     assert "is unusable: AF_UNIX path too long" in result.stderr
     assert "None" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_profile_trying_again_says_why_its_last_attempt_failed() -> None:
+    from libervia_cache.cli.status import render_status
+
+    retrying = {
+        "profile": "bob",
+        "jid": "bob@example.org",
+        "state": "connecting",
+        "error": "connection refused",
+        "failures": 4,
+        "next_retry": None,
+    }
+    text = render_status({**DAEMON, "profiles": [retrying]}, CACHE_STATUS, 80)
+    assert (
+        "bob (bob@example.org): connecting (the last attempt failed: connection refused)"
+        in " ".join(text.split())
+    )

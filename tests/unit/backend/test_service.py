@@ -308,3 +308,48 @@ async def test_a_server_that_never_answers_is_given_up_per_attempt_and_retried_l
     assert first["error"] == "no answer within 0.3 s"
     # the delay grows although TCP connected each time: it resets only once authenticated
     assert 0 < first["delay"] < second["delay"]
+
+
+class LockingPlugin:
+    """A plugin that needs a file for itself (as the cache needs its SQLite database)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.started = False
+
+    def exclusive_files(self) -> list[Path]:
+        return [self.path]
+
+    def start(self) -> None:
+        self.started = True
+
+
+async def test_a_daemon_refuses_to_start_on_a_file_a_running_daemon_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from libervia_cache.backend import daemon as daemon_module
+    from libervia_cache.backend.runner import start_exit_code
+
+    database = tmp_path / "data" / "cache.db"
+    plugins: list[LockingPlugin] = []
+
+    def load_plugins(host: Any) -> dict[str, Any]:
+        plugins.append(LockingPlugin(database))
+        return {"LOCKING": plugins[-1]}
+
+    monkeypatch.setattr(daemon_module, "load_plugins", load_plugins)
+    first = Daemon(load_config(write(tmp_path, "")))
+    await first.start(listen=False, connect=False)
+    try:
+        second = Daemon(load_config(write(tmp_path, "")))
+        with pytest.raises(BridgeError) as refused:
+            await second.start(listen=False, connect=False)
+        assert refused.value.kind == "conflict" and start_exit_code(refused.value) == 1
+        assert f"{database} is used by another libervia-cache daemon" in refused.value.message
+        assert plugins[0].started and not plugins[1].started  # refused before it started
+        assert (database.parent / "cache.db.lock").read_text().startswith(f"{os.getpid()} ")
+    finally:
+        await first.stop()
+    third = Daemon(load_config(write(tmp_path, "")))
+    await third.start(listen=False, connect=False)  # free once the first one stopped
+    await third.stop()
