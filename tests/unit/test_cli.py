@@ -49,7 +49,7 @@ def invoke(*args: str, input: str | None = None) -> click.testing.Result:
     return CliRunner().invoke(main, list(args), input=input)
 
 
-@pytest.mark.parametrize("command", [*BRIDGE_COMMANDS, "daemon", "db"])
+@pytest.mark.parametrize("command", [*BRIDGE_COMMANDS, "daemon", "db", "install-service"])
 def test_every_command_has_help(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0, result.output

@@ -57,8 +57,12 @@ def test_importing_the_cli_loads_no_heavy_module() -> None:
 
 def test_the_help_of_every_command_loads_no_heavy_module() -> None:
     runs = [["--help"], *([c, "--help"] for c in CLIENT_COMMANDS), ["db", "--help"]]
-    runs.append(["daemon", "--help"])
+    runs += [["daemon", "--help"], ["install-service", "--help"]]
     assert probe(*runs) == {"codes": [0] * len(runs), "heavy": []}
+
+
+def test_printing_the_service_unit_loads_no_heavy_module() -> None:
+    assert probe(["install-service", "--print"]) == {"codes": [0], "heavy": []}
 
 
 @pytest.mark.parametrize("command", ["status", "get"])
