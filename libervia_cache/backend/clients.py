@@ -205,7 +205,7 @@ class ReconnectingXmlStreamFactory(jabber_xmlstream.XmlStreamFactory):
         super().__init__(authenticator)
         self.maxDelay = int(max_retry_delay)
         self._closed_observers: list[Callable[[Failure], None]] = []
-        #: told of each attempt (``started()``) and of its end (``ended(reason)``)
+        #: the client told of each attempt's start and end (for its status)
         self.client: ReconnectingClient | None = None
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -252,7 +252,7 @@ class ReconnectingXmlStreamFactory(jabber_xmlstream.XmlStreamFactory):
 class ReconnectingClient(tx_client.XMPPClient):
     """An ``XMPPClient`` with a TLS policy, reconnection and connection state.
 
-    Build it with :func:`connect_client` rather than directly.
+    Build it with :func:`start_client` or :func:`connect_client` rather than directly.
     """
 
     factory: ReconnectingXmlStreamFactory
