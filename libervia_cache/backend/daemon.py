@@ -343,7 +343,10 @@ class Daemon:
         use_cache: bool = True,
     ) -> dict[str, Any]:
         """The transparent read: items as XML strings and the metadata of the answer."""
-        arguments = items_arguments(service, node, max_items, item_ids, rsm)
+        try:
+            arguments = items_arguments(service, node, max_items, item_ids, rsm)
+        except (IndexError, UnicodeError):  # what Twisted's JID parser raises for "a..b"
+            raise BridgeError("bad_request", f"service: {service!r} is not a valid JID") from None
         if not arguments.node:
             raise BridgeError("bad_request", "node: must not be empty")
         if not isinstance(use_cache, bool):

@@ -90,6 +90,15 @@ def _node_name(node: str) -> None:
         raise BridgeError("bad_request", "node: must not be empty")
 
 
+def _service_jid(service: Any, part: str) -> JID | None:
+    """:func:`parse_jid`, and ``bad_request`` for what Twisted's JID parser fails on with
+    another exception (``a..b``: IndexError)."""
+    try:
+        return parse_jid(service, part)
+    except (IndexError, UnicodeError):
+        raise BridgeError("bad_request", f"{part}: {service!r} is not a valid JID") from None
+
+
 def _services(value: Any, part: str) -> list[str] | None:
     """``services`` of a search query or purge filters: JIDs, normalised as the cache
     stores them; ``bad_request`` naming a bad one (it would silently match nothing)."""
@@ -99,7 +108,7 @@ def _services(value: Any, part: str) -> list[str] | None:
         raise BridgeError("bad_request", f"{part}: expected a list of service JIDs")
     services = []
     for service in value:
-        jid = parse_jid(service, part)
+        jid = _service_jid(service, part)
         if jid is None:
             raise BridgeError("bad_request", f"{part}: a service JID cannot be empty")
         services.append(jid.full())
@@ -296,7 +305,7 @@ class CacheBridgeMethods:
             self._check_profiles([profile])
         if node is not None and not isinstance(node, str):
             raise BridgeError("bad_request", f"node: must be a string, not {node!r}")
-        service_jid = parse_jid(service)
+        service_jid = _service_jid(service, "service")
         try:
             nodes = await self._status.nodes(
                 profile or None, service_jid.full() if service_jid else None, node
