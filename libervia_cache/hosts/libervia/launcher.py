@@ -1,8 +1,9 @@
 """Libervia's own launcher, with libervia-cache as its ``PUBSUB_CACHE``.
 
 ``libervia-backend-cache [fg|bg|stop|status ...]`` (or ``python -m
-libervia_cache.hosts.libervia``) takes the same arguments as ``libervia-backend`` and runs Libervia's launcher in this process, after
-one change to how Python imports modules: Libervia's plugin loader imports every
+libervia_cache.hosts.libervia``) takes the same arguments as ``libervia-backend`` and
+runs Libervia's launcher in this process, after one change to how Python imports
+modules: Libervia's plugin loader imports every
 ``libervia.backend.plugins.plugin_*`` module it finds; the name of the stock cache,
 ``libervia.backend.plugins.plugin_pubsub_cache``, is answered with
 :mod:`libervia_cache.hosts.libervia.plugin_pubsub_cache` instead (:class:`ReplaceStockCache`).
