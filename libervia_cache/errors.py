@@ -176,6 +176,7 @@ EXCEPTIONS: tuple[
     (SyncError, "server", None),
     ("libervia_cache.storage.query.SearchQueryError", "bad_request", None),
     ("libervia_cache.storage.records.NodeGone", "conflict", None),
+    ("libervia_cache.storage.records.ProfileServedElsewhere", "unavailable", None),
     ("libervia_cache.hostapi.NotConnected", "unavailable", None),
     ("twisted.words.protocols.jabber.error.StanzaError", "server", _stanza_error),
     ("twisted.internet.defer.TimeoutError", "timeout", _timeout),

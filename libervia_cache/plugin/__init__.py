@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from twisted.words.protocols.jabber.jid import JID
@@ -178,6 +179,20 @@ class PubsubCache:
         await self.freshness.stop()
         await self.syncs.stop()
         await self.store_access.close()
+
+    def exclusive_files(self) -> list[Path]:
+        """The files this plugin needs for itself (the host may lock them so that a
+        second daemon on them refuses to start): the SQLite database file; none on
+        PostgreSQL, whose profile leases let several daemons share a database."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.settings.db_url)
+        database = url.database
+        if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+            return []
+        if database.startswith("file:"):
+            return []
+        return [Path(database)]
 
     async def profile_connected(self, client: Client) -> None:
         """On each (re)connection of a profile: see :mod:`.freshness`."""

@@ -2,13 +2,16 @@
 
 On PostgreSQL several daemons may share one database, each with its own profiles. A
 store serves a profile once it holds its *lease*: a session-level advisory lock
-(``pg_try_advisory_lock``) on a connection the store keeps open for that purpose. The
+(``pg_advisory_lock``) on a connection the store keeps open for that purpose. The
 first store to ask for a profile gets it; another one asking while the first holds it
-is refused, and keeps refusing it for its own life (its daemon must be restarted to
-try again: taking a profile over in the middle of a run would serve nodes whose events
-it never received). When the holder stops, or dies (PostgreSQL ends a session whose
-client went away, and its locks with it), the next store that asks gets the profile,
-finds the syncs the holder left IN_PROGRESS and redoes them.
+waits :data:`CLAIM_WAIT` seconds (a daemon restarting while its predecessor's session
+ends), then is refused, and keeps refusing it for its own life (its daemon must be
+restarted to try again: taking a profile over in the middle of a run would serve nodes
+whose events it never received). When the holder stops (it gives its leases back), or
+dies (PostgreSQL ends a session whose client went away, and its locks with it: at once
+when the process dies, within about a minute when its machine does, through TCP
+keepalives), the next store that asks gets the profile, finds the syncs the holder left
+IN_PROGRESS and redoes them.
 
 Leases are asked for on first use: every store method naming a profile (node lookups,
 node creation, node listings) claims it, and every write checks, in its transaction,
@@ -44,6 +47,19 @@ LEASE_APPLICATION_NAME = "libervia-cache leases"
 #: looks at whether it is still open
 RECONNECT_DELAY = 1.0
 WATCH_INTERVAL = 1.0
+
+#: seconds a claim waits for a lease another session holds before it is refused
+CLAIM_WAIT = 5.0
+
+#: settings of the lease connection: how long a claim waits; the server notices a
+#: holder whose machine went away within about a minute (TCP keepalives)
+LEASE_SETTINGS = {
+    "application_name": LEASE_APPLICATION_NAME,
+    "lock_timeout": str(int(CLAIM_WAIT * 1000)),
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+}
 
 
 def lease_key(profile: str) -> int:
@@ -102,7 +118,7 @@ class ProfileLeases:
     async def _connect(self) -> Any:
         import asyncpg
 
-        settings = {**PG_SERVER_SETTINGS, "application_name": LEASE_APPLICATION_NAME}
+        settings = {**PG_SERVER_SETTINGS, **LEASE_SETTINGS}
         connection = await asyncpg.connect(self._dsn, server_settings=settings)
         connection.add_termination_listener(self._lost)
         return connection
@@ -136,10 +152,7 @@ class ProfileLeases:
                 return
             if self._connection is None:
                 self.check(profile)  # suspended: says so
-            taken = await self._connection.fetchval(
-                "SELECT pg_try_advisory_lock($1::bigint)", lease_key(profile)
-            )
-            if not taken:
+            if not await self._lock_profile(self._connection, profile):
                 self._refused[profile] = (
                     f"profile {profile} is served by another daemon on the database "
                     f"{self._database}: this daemon leaves its cache alone (its reads go "
@@ -148,6 +161,17 @@ class ProfileLeases:
                 log.error("%s", self._refused[profile])
                 self.check_refused(profile)
             self._held.add(profile)
+
+    @staticmethod
+    async def _lock_profile(connection: Any, profile: str) -> bool:
+        """Take the profile's lock, waiting up to :data:`CLAIM_WAIT`; whether it was."""
+        import asyncpg
+
+        try:
+            await connection.execute("SELECT pg_advisory_lock($1::bigint)", lease_key(profile))
+        except asyncpg.LockNotAvailableError:
+            return False
+        return True
 
     def check_refused(self, profile: str) -> None:
         message = self._refused.get(profile)
@@ -194,10 +218,7 @@ class ProfileLeases:
                     return
                 self._connection = connection
                 for profile in sorted(self._held):
-                    taken = await connection.fetchval(
-                        "SELECT pg_try_advisory_lock($1::bigint)", lease_key(profile)
-                    )
-                    if not taken:
+                    if not await self._lock_profile(connection, profile):
                         self._held.discard(profile)
                         self._refused[profile] = (
                             f"profile {profile} was taken by another daemon on the database "
@@ -218,6 +239,9 @@ class ProfileLeases:
                     await task
         connection, self._connection = self._connection, None
         if connection is not None:
+            with contextlib.suppress(Exception):
+                # given back before the connection goes: its session may end later
+                await connection.execute("SELECT pg_advisory_unlock_all()")
             with contextlib.suppress(Exception):
                 await connection.close()
 

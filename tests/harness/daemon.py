@@ -37,18 +37,24 @@ def write_config(
     directory: Path,
     server: XMPPServer,
     profiles: Iterable[str] = ("bob",),
-    database: Path | None = None,
+    database: Path | str | None = None,
     **cache_options: Any,
 ) -> Path:
     """A daemon configuration file for ``profiles`` (accounts of ``server``), its
-    database at ``database`` (default: ``cache.db`` in ``directory``) and the
-    ``[pubsub_cache]`` options given (e.g. ``sync_page_size=5``)."""
+    database at ``database`` (an SQLite file, default ``cache.db`` in ``directory``; or
+    a database URL, e.g. PostgreSQL's) and the ``[pubsub_cache]`` options given (e.g.
+    ``sync_page_size=5``)."""
+    db_url = (
+        database
+        if isinstance(database, str)
+        else f"sqlite+aiosqlite:///{database or directory / 'cache.db'}"
+    )
     lines = [
         "[daemon]",
         f"socket = {directory / 'daemon.sock'}",
         "",
         "[pubsub_cache]",
-        f"db_url = sqlite+aiosqlite:///{database or directory / 'cache.db'}",
+        f"db_url = {db_url}",
     ]
     lines += [f"{key} = {value}" for key, value in cache_options.items()]
     for user in profiles:
@@ -140,7 +146,7 @@ def running_daemon(
     directory: Path,
     server: XMPPServer,
     profiles: Iterable[str] = ("bob",),
-    database: Path | None = None,
+    database: Path | str | None = None,
     **cache_options: Any,
 ) -> Iterator[DaemonProcess]:
     """A daemon process for ``profiles`` of ``server``, stopped (cleanly) at the end.
@@ -168,7 +174,7 @@ async def start_daemon(
     directory: Path,
     server: XMPPServer,
     profiles: Iterable[str] = ("bob",),
-    database: Path | None = None,
+    database: Path | str | None = None,
     connect: bool = True,
     **options: Any,
 ) -> Daemon:

@@ -9,12 +9,13 @@ after which nothing of it runs: no sync, no check, no event.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
 
 from libervia_cache.hostapi import GET_ITEMS_POINT, GOT_ITEMS_POINT
-from libervia_cache.plugin import PLUGIN_INFO
+from libervia_cache.plugin import PLUGIN_INFO, PubsubCache
 from libervia_cache.plugin.settings import SECTION, CacheStrategy, Settings
 from libervia_cache.plugin.sync import Outcome
 from tests.fakes import FakeConfig, FakeService, atom
@@ -93,6 +94,22 @@ async def test_the_plugin_hooks_its_triggers_event_handler_and_bridge_methods(
     assert trigger.callbacks(GOT_ITEMS_POINT) == [cache.plugin._got_items_trigger]
     assert cache.host.xep_0060.handlers == [cache.plugin.events]
     assert set(bridge.methods) == BRIDGE_METHODS
+
+
+async def test_the_plugin_names_its_sqlite_file_for_the_host_to_lock(
+    start: Start, tmp_path: Path
+) -> None:
+    cache = await start()
+
+    assert cache.plugin.exclusive_files() == [tmp_path / "cache.db"]
+
+
+def test_a_postgresql_or_memory_database_has_no_file_to_lock() -> None:
+    for url in ("postgresql+asyncpg://cache@db.example/cache", "sqlite+aiosqlite://"):
+        config = FakeConfig(PLUGIN_INFO["config"], {"pubsub_cache.db_url": url})  # type: ignore[arg-type]
+        plugin = PubsubCache.__new__(PubsubCache)
+        plugin.settings = Settings.from_config(config)
+        assert plugin.exclusive_files() == [], url
 
 
 async def test_stop_removes_every_trigger_the_event_handler_and_every_bridge_method(
