@@ -186,13 +186,10 @@ class PubsubCache:
         PostgreSQL, whose profile leases let several daemons share a database."""
         from sqlalchemy.engine import make_url
 
-        url = make_url(self.settings.db_url)
-        database = url.database
-        if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-            return []
-        if database.startswith("file:"):
-            return []
-        return [Path(database)]
+        from libervia_cache.storage.engine import sqlite_file
+
+        path = sqlite_file(make_url(self.store_access.db_url))
+        return [] if path is None else [path.expanduser()]
 
     async def profile_connected(self, client: Client) -> None:
         """On each (re)connection of a profile: see :mod:`.freshness`."""

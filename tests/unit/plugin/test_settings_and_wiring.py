@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet import defer
 
 from libervia_cache.hostapi import GET_ITEMS_POINT, GOT_ITEMS_POINT
 from libervia_cache.plugin import PLUGIN_INFO, PubsubCache
 from libervia_cache.plugin.settings import SECTION, CacheStrategy, Settings
+from libervia_cache.plugin.store_access import StoreAccess
 from libervia_cache.plugin.sync import Outcome
 from tests.fakes import FakeConfig, FakeService, atom
 from tests.unit.plugin.conftest import BLOG, COMMENTS, Start, items
@@ -104,12 +106,19 @@ async def test_the_plugin_names_its_sqlite_file_for_the_host_to_lock(
     assert cache.plugin.exclusive_files() == [tmp_path / "cache.db"]
 
 
-def test_a_postgresql_or_memory_database_has_no_file_to_lock() -> None:
-    for url in ("postgresql+asyncpg://cache@db.example/cache", "sqlite+aiosqlite://"):
-        config = FakeConfig(PLUGIN_INFO["config"], {"pubsub_cache.db_url": url})  # type: ignore[arg-type]
+def test_a_postgresql_or_memory_database_has_no_file_to_lock_and_the_default_has_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+
+    def files(url: str | None) -> list[Path]:
         plugin = PubsubCache.__new__(PubsubCache)
-        plugin.settings = Settings.from_config(config)
-        assert plugin.exclusive_files() == [], url
+        plugin.store_access = StoreAccess(url)
+        return plugin.exclusive_files()
+
+    assert files("postgresql+asyncpg://cache@db.example/cache") == []
+    assert files("sqlite+aiosqlite://") == []
+    assert files(None) == [tmp_path / "libervia-cache" / "cache.db"]
 
 
 async def test_stop_removes_every_trigger_the_event_handler_and_every_bridge_method(
