@@ -8,12 +8,22 @@ programs are missing is skipped, except in CI (``CI=true``) where it is an error
 ``tests/servers/install.sh`` installs them.
 
 ``daemon_process`` is the daemon as a process, one per module (the CLI tests).
+
 ``daemon`` is the reference daemon in-process, bob connected to the session's server,
 its database in the test's directory; ``@pytest.mark.daemon_options(...)`` (on a test or
 a module) gives it other profiles or ``[pubsub_cache]`` options. ``make_daemon`` starts
 more (a restart on the same database, other options in one test); both stop what they
 started. :func:`synchronise` and :func:`synchronised` are the explicit sync of a node,
 waited for.
+
+Tests of the daemon (``daemon``, ``make_daemon``, ``daemon_process``) run on each
+database kind of ``LIBERVIA_CACHE_TEST_DATABASES`` (see :mod:`tests.harness.databases`):
+SQLite (a file in the test's directory) and PostgreSQL (the session's database, emptied
+for each test; one of its own for a module's ``daemon_process``). On PostgreSQL they run
+against one server kind only, ``LIBERVIA_CACHE_TEST_POSTGRESQL_SERVER`` (default: the
+first kind asked for), to keep the run short: the database and the server are
+independent. Modules of :data:`SQLITE_ONLY_MODULES`, and tests marked ``sqlite_only``,
+look inside the SQLite file and run on SQLite alone.
 """
 
 from __future__ import annotations
@@ -29,6 +39,13 @@ from twisted.words.protocols.jabber.jid import JID
 
 from tests.conftest import run
 from tests.harness.daemon import DaemonProcess, cache_of, running_daemon, start_daemon
+from tests.harness.databases import (
+    PostgresDatabases,
+    database_kinds,
+    empty,
+    require_postgresql,
+    server_url,
+)
 from tests.servers.base import ServerError, XMPPServer
 from tests.servers.ejabberd import EjabberdServer
 from tests.servers.libervia_pubsub import LiberviaPubsubServer
@@ -69,13 +86,106 @@ def pytest_configure(config: pytest.Config) -> None:
         "daemon_options(profiles=..., **options): profiles and [pubsub_cache] options of "
         "the `daemon` fixture",
     )
+    config.addinivalue_line(
+        "markers", "sqlite_only: the daemon's database must be an SQLite file (not PostgreSQL)"
+    )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+#: modules whose tests look inside the SQLite file (locks, corruption, paths, the file
+#: lock of one daemon per database): their daemons run on SQLite only
+SQLITE_ONLY_MODULES = frozenset(
+    {
+        "test_faults_database",
+        "test_faults_database_sync_errors",
+        "test_faults_kill",
+        "test_isolation",
+        "test_service_daemon",
+        "test_service_lock",
+    }
+)
+
+#: what makes a test a daemon test, run on each database kind
+DAEMON_FIXTURES = frozenset({"daemon", "make_daemon", "daemon_process"})
+
+
+def postgresql_server_kind() -> str:
+    """The XMPP server kind the daemon tests run against on PostgreSQL."""
+    return os.environ.get("LIBERVIA_CACHE_TEST_POSTGRESQL_SERVER") or server_kinds()[0]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_kind" not in metafunc.fixturenames:
+        return
+    kinds = database_kinds()
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if module in SQLITE_ONLY_MODULES or metafunc.definition.get_closest_marker("sqlite_only"):
+        kinds = ["sqlite"]
+    metafunc.parametrize("database_kind", kinds, indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = os.path.dirname(__file__)
+    kept: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
     for item in items:
         if str(item.path).startswith(here):
             item.add_marker(pytest.mark.integration)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("database_kind") == "postgresql" and params.get("xmpp_server") not in (
+            None,
+            postgresql_server_kind(),
+        ):
+            deselected.append(item)  # PostgreSQL runs against one server kind
+        else:
+            kept.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def database_kind(request: pytest.FixtureRequest) -> str:
+    """The kind of the daemons' database: ``sqlite`` or ``postgresql``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+class PostgresForDaemons:
+    """The session's PostgreSQL databases for daemons: one emptied for each test, one
+    per module for ``daemon_process``."""
+
+    def __init__(self) -> None:
+        self.databases = PostgresDatabases(server_url())
+        self.reason = self.databases.check()
+        self.shared = None if self.reason else self.databases.create("daemons")
+
+    def fresh(self) -> str:
+        require_postgresql(self.databases, self.reason)
+        assert self.shared is not None
+        empty(self.shared)
+        return self.shared
+
+    def of_module(self, module: str) -> str:
+        require_postgresql(self.databases, self.reason)
+        return self.databases.create(module.rpartition(".")[2][:30])
+
+
+@pytest.fixture(scope="session")
+def postgresql_for_daemons() -> Iterator[PostgresForDaemons]:
+    session = PostgresForDaemons()
+    try:
+        yield session
+    finally:
+        session.databases.drop_all()
+
+
+@pytest.fixture
+def daemon_database(request: pytest.FixtureRequest, database_kind: str) -> str | None:
+    """The database of the test's daemons: None (``cache.db`` in their directory) on
+    SQLite, the URL of an emptied PostgreSQL database on PostgreSQL."""
+    if database_kind != "postgresql":
+        return None
+    session: PostgresForDaemons = request.getfixturevalue("postgresql_for_daemons")
+    return session.fresh()
 
 
 @pytest.fixture(scope="session", params=server_kinds())
@@ -159,12 +269,17 @@ def fresh_node() -> Callable[..., str]:
 def daemon_process(
     request: pytest.FixtureRequest,
     xmpp_server: XMPPServer,
+    database_kind: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[DaemonProcess]:
     """``libervia-cache daemon`` (bob on the session's server), one for the module: its
     tests use their own nodes, and talk to it through the CLI or its control socket."""
     directory = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
-    with running_daemon(directory, xmpp_server) as process:
+    database: str | None = None
+    if database_kind == "postgresql":
+        session: PostgresForDaemons = request.getfixturevalue("postgresql_for_daemons")
+        database = session.of_module(request.module.__name__)
+    with running_daemon(directory, xmpp_server, database=database) as process:
         yield process
 
 
@@ -180,15 +295,20 @@ class DaemonFactory:
     database).
     """
 
-    def __init__(self, server: XMPPServer | None, directory: Path) -> None:
+    def __init__(
+        self, server: XMPPServer | None, directory: Path, database: str | None = None
+    ) -> None:
         self.server = server
         self.directory = directory
+        #: the test's database (a URL), shared by its daemons; None: an SQLite file in
+        #: each daemon's directory
+        self.database = database
         self._running: list[Daemon] = []
 
     async def __call__(
         self,
         profiles: Iterable[str] = ("bob",),
-        database: Path | None = None,
+        database: Path | str | None = None,
         directory: Path | None = None,
         server: XMPPServer | None = None,
         **options: Any,
@@ -199,7 +319,7 @@ class DaemonFactory:
             directory or self.directory,
             server,
             profiles=profiles,
-            database=database,
+            database=database if database is not None else self.database,
             **options,
         )
         self._running.append(daemon)
@@ -216,7 +336,9 @@ class DaemonFactory:
 
 
 @pytest.fixture
-def make_daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaemonFactory]:
+def make_daemon(
+    request: pytest.FixtureRequest, tmp_path: Path, daemon_database: str | None
+) -> Iterator[DaemonFactory]:
     """A :class:`DaemonFactory`; every daemon it started and the test did not stop is
     stopped after the test.
 
@@ -226,7 +348,7 @@ def make_daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Daem
     server = (
         request.getfixturevalue("xmpp_server") if "xmpp_server" in request.fixturenames else None
     )
-    factory = DaemonFactory(server, tmp_path)
+    factory = DaemonFactory(server, tmp_path, daemon_database)
     try:
         yield factory
     finally:
