@@ -47,6 +47,7 @@ async def measure(size: int) -> dict[str, Any]:
     from twisted.words.protocols.jabber.jid import JID
 
     from bench.inprocess_service import SERVICE, connect_loopback
+    from bench.run import synchronise
     from libervia_cache.backend.config import load_config
     from libervia_cache.backend.daemon import Daemon
 
@@ -63,14 +64,12 @@ async def measure(size: int) -> dict[str, Any]:
         sampler.start(0.02)
         started = time.perf_counter()
         try:
-            await cache.synchronise(client, JID(SERVICE), NODE)
+            node_info = await synchronise(daemon, client, JID(SERVICE), NODE)
         finally:
             sampler.stop()
         elapsed = time.perf_counter() - started
         samples.append(common.rss_bytes())
-        stored = await cache.store.count_items(
-            (await cache.store.get_node("bob", SERVICE, NODE)).id
-        )
+        stored = await cache.store_access.require().count_items(node_info.id)
         await client.close()
         await daemon.stop()
     peak = max(samples)

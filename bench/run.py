@@ -8,27 +8,55 @@ every figure as a ratio or a median measured in this run and writes
 ``bench/results.json`` (one key per id: ``value``, ``unit``, ``target``, ``detail`` with
 the raw medians). It reports; it never asserts timings.
 
-    python -m bench [--quick] [--json PATH] [--only P1,P3,...]
+P1pg, P2pg and P4pg are P1, P2 and P4 with the store on PostgreSQL: a throwaway
+database (``libervia_cache_bench_*``, dropped at the end) of the server ``--postgresql``
+names (default ``$LIBERVIA_CACHE_BENCH_POSTGRESQL``, else the local ``postgres`` role, see
+:mod:`bench.pg`). P1pg reads through a second in-process daemon, against the same
+ejabberd and node as P1. When the server cannot be reached they are reported as skipped,
+with the reason (``value`` null), and the other ids are measured as usual.
+
+    python -m bench [--quick] [--json PATH] [--only P1,P1pg,P3,...] [--postgresql URL]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import common
+from bench import common, pg
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
-ALL_IDS = ("P1", "P1L", "P1b", "P1s", "P2", "P3", "P4", "P5", "P6", "CLI", "LV")
+ALL_IDS = (
+    "P1",
+    "P1pg",
+    "P1L",
+    "P1b",
+    "P1s",
+    "P2",
+    "P2pg",
+    "P3",
+    "P4",
+    "P4pg",
+    "P5",
+    "P6",
+    "CLI",
+    "LV",
+)
+#: the ids measured on PostgreSQL (a throwaway database of --postgresql's server)
+PG_IDS = ("P1pg", "P2pg", "P4pg")
+P1_UNIT = "x faster (ejabberd page / cached page through get_items)"
+P1PG_TARGET = ">= 10x"
 MICROBLOG = "urn:xmpp:microblog:0"
 PAGE = 20
 
@@ -364,14 +392,27 @@ async def p6_concurrency(
 
 
 async def real_server_part(
-    server: Any, directory: Path, sizes: Sizes, wanted: set[str]
+    server: Any, directory: Path, sizes: Sizes, wanted: set[str], postgresql: PostgreSQL
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """P1, P1L, P3 and P6 with the daemon in-process; returns results and node names."""
-    from twisted.words.protocols.jabber.jid import JID
-
-    from tests.harness.daemon import start_daemon
+    """P1, P1L, P3 and P6 with the daemon in-process on SQLite, then P1pg with another
+    on PostgreSQL; returns results and node names."""
     from tests.servers.publisher import connect_publisher
 
+    publisher = await connect_publisher(server, "alice", "bench")
+    try:
+        return await _real_server_part(server, directory, sizes, wanted, postgresql, publisher)
+    finally:
+        await publisher.close()
+
+
+async def _real_server_part(
+    server: Any,
+    directory: Path,
+    sizes: Sizes,
+    wanted: set[str],
+    postgresql: PostgreSQL,
+    publisher: Any,
+) -> tuple[dict[str, Any], dict[str, str]]:
     service = server.pubsub_service
     tag = f"{int(time.time())}"
     nodes = {
@@ -380,7 +421,6 @@ async def real_server_part(
         "sync": f"{MICROBLOG}:bench-sync-{tag}",
     }
     results: dict[str, Any] = {}
-    publisher = await connect_publisher(server, "alice", "bench")
     fill: dict[str, float] = {}
     needed = {"small"}
     if "P1L" in wanted:
@@ -393,10 +433,51 @@ async def real_server_part(
             log(f"publishing {counts[key]} items to {nodes[key]}")
             fill[key] = await fill_node(publisher, service, nodes[key], counts[key])
     log(f"published ({', '.join(f'{k}: {v:.1f} s' for k, v in fill.items())})")
-    if not wanted & {"P1", "P1L", "P3", "P6"}:  # P1b alone: its daemon is a process
-        await publisher.close()
-        return results, nodes
+    if wanted & {"P1", "P1L", "P3", "P6"}:
+        results.update(
+            await sqlite_daemon_part(
+                daemon_dir(directory, "sqlite"), server, sizes, wanted, nodes, publisher
+            )
+        )
+    if "P1pg" in wanted:
+        try:
+            results["P1pg"] = await p1_postgresql(
+                daemon_dir(directory, "postgresql"),
+                server,
+                sizes,
+                nodes["small"],
+                publisher,
+                postgresql,
+            )
+        except Exception as error:  # the other ids' figures still count
+            traceback.print_exc()
+            reason = f"failed: {type(error).__name__}: {' '.join(str(error).split())}"
+            log(f"P1pg {reason}")
+            results["P1pg"] = pg.skipped(P1_UNIT, P1PG_TARGET, reason)
+    return results, nodes
 
+
+def daemon_dir(directory: Path, name: str) -> Path:
+    path = directory / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+async def sqlite_daemon_part(
+    directory: Path,
+    server: Any,
+    sizes: Sizes,
+    wanted: set[str],
+    nodes: dict[str, str],
+    publisher: Any,
+) -> dict[str, Any]:
+    """P1, P1L, P3 and P6: the daemon in-process on an SQLite file."""
+    from twisted.words.protocols.jabber.jid import JID
+
+    from tests.harness.daemon import start_daemon
+
+    service = server.pubsub_service
+    results: dict[str, Any] = {}
     daemon = await start_daemon(directory, server, cache_limit=max(20_000, sizes.sync + 1000))
     client = daemon.clients["bob"]
     try:
@@ -412,13 +493,10 @@ async def real_server_part(
                 (sizes.cache_reps, sizes.server_reps),
                 sizes.rounds,
             )
-            results["P1"] = {
-                **figures,
-                "unit": "x faster (ejabberd page / cached page through get_items)",
-                "target": ">= 20x",
-            }
+            results["P1"] = {**figures, "unit": P1_UNIT, "target": ">= 20x"}
             results["P1"]["detail"]["node_items"] = sizes.small
             results["P1"]["detail"]["server"] = "ejabberd (real, loopback)"
+            results["P1"]["detail"]["database"] = "SQLite file"
         if "P1L" in wanted:
             log(f"P1L: syncing the {sizes.large}-item node")
             await synchronise(daemon, client, JID(service), nodes["large"])
@@ -449,8 +527,65 @@ async def real_server_part(
             )
     finally:
         await daemon.stop()
-        await publisher.close()
-    return results, nodes
+    return results
+
+
+class PostgreSQL:
+    """The PostgreSQL server of the PG ids, and why it cannot be used (None: it can)."""
+
+    def __init__(self, server: str, wanted: set[str]) -> None:
+        self.server = server
+        self.reason: str | None = None
+        self.version = ""
+        if wanted & set(PG_IDS):
+            self.reason = pg.unavailable(server)
+            if self.reason is None:
+                self.version = pg.version(server)
+            else:
+                log(f"{', '.join(i for i in PG_IDS if i in wanted)} skipped: {self.reason}")
+
+
+async def p1_postgresql(
+    directory: Path,
+    server: Any,
+    sizes: Sizes,
+    node: str,
+    publisher: Any,
+    postgresql: PostgreSQL,
+) -> dict[str, Any]:
+    """P1pg: P1 with the daemon's store on a throwaway PostgreSQL database (same
+    ejabberd, same node, same method), dropped at the end."""
+    from twisted.words.protocols.jabber.jid import JID
+
+    from tests.harness.daemon import start_daemon
+
+    if postgresql.reason is not None:
+        return pg.skipped(P1_UNIT, P1PG_TARGET, postgresql.reason)
+    service = server.pubsub_service
+    log("P1pg: 20-item page of a 50-item node, cache on PostgreSQL vs ejabberd")
+    with pg.throwaway(postgresql.server, "p1") as url:
+        daemon = await start_daemon(directory, server, database=url, cache_limit=20_000)
+        try:
+            client = daemon.clients["bob"]
+            await synchronise(daemon, client, JID(service), node)
+            figures = await page_figures(
+                daemon,
+                client,
+                publisher,
+                service,
+                node,
+                (sizes.cache_reps, sizes.server_reps),
+                sizes.rounds,
+            )
+        finally:
+            await daemon.stop()
+    result = {**figures, "unit": P1_UNIT, "target": P1PG_TARGET}
+    result["detail"]["node_items"] = sizes.small
+    result["detail"]["server"] = "ejabberd (real, loopback)"
+    result["detail"]["database"] = (
+        f"PostgreSQL {postgresql.version} on {pg.host_of(postgresql.server)} (asyncpg)"
+    )
+    return result
 
 
 # --- P1b: through the real daemon process, its bridge and its CLI ---------------------
@@ -612,13 +747,15 @@ def cli_startup(sizes: Sizes) -> dict[str, Any]:
 # --- child processes: store bench, P5 -----------------------------------------------------
 
 
-def store_figures(quick: bool) -> dict[str, Any]:
+def store_figures(quick: bool, databases: list[str], server: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "store.json"
         command = [sys.executable, "-m", "bench.store_bench", "--json", str(out)]
+        command += ["--databases", ",".join(databases)]
         if quick:
             command.append("--quick")
-        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        env = {**os.environ, pg.ENV: server}  # not on the command line: it may hold a password
+        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
         return json.loads(out.read_text())
 
 
@@ -661,6 +798,9 @@ def print_summary(results: dict[str, Any]) -> None:
         if key not in results:
             continue
         r = results[key]
+        if r["value"] is None:
+            print(f"{key:5} {'skipped':>10}  {r['detail']['skipped']}")
+            continue
         print(f"{key:5} {r['value']!s:>10}  {r['unit']}  [target {r['target']}]")
         print(f"      {json.dumps({k: v for k, v in r['detail'].items() if k != 'runs'})}")
 
@@ -670,6 +810,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller nodes, fewer repetitions")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     parser.add_argument("--only", help="comma-separated ids (default: all)")
+    parser.add_argument(
+        "--postgresql",
+        metavar="URL",
+        help="PostgreSQL server of the PG ids, a role that may create databases "
+        f"(default: ${pg.ENV}, else {pg.DEFAULT_SERVER})",
+    )
     args = parser.parse_args()
     wanted = set(args.only.split(",")) if args.only else set(ALL_IDS)
     unknown = wanted - set(ALL_IDS)
@@ -677,6 +823,7 @@ def main() -> None:
         parser.error(f"unknown id(s): {', '.join(sorted(unknown))}")
     sizes = Sizes(args.quick)
     started = time.perf_counter()
+    postgresql = PostgreSQL(pg.server_url(args.postgresql), wanted)
     common.install()
     from tests.servers.ejabberd import EjabberdServer
 
@@ -685,7 +832,7 @@ def main() -> None:
     if "CLI" in wanted:  # first: before the servers load the machine
         log("CLI: start-up of libervia-cache vs python -c 'import click'")
         results["CLI"] = cli_startup(sizes)
-    if wanted & {"P1", "P1L", "P1b", "P1s", "P3", "P6", "LV"}:
+    if wanted & {"P1", "P1pg", "P1L", "P1b", "P1s", "P3", "P6", "LV"}:
         missing = EjabberdServer.missing_binaries()
         if missing:
             sys.exit(
@@ -699,7 +846,9 @@ def main() -> None:
                 inproc, process = Path(tmp) / "inproc", Path(tmp) / "process"
                 inproc.mkdir()
                 process.mkdir()
-                part, nodes = common.run(real_server_part(server, inproc, sizes, wanted))
+                part, nodes = common.run(
+                    real_server_part(server, inproc, sizes, wanted, postgresql)
+                )
                 results.update(part)
                 if "P1b" in wanted:
                     log("P1b: get --json through the CLI and the daemon process")
@@ -721,12 +870,23 @@ def main() -> None:
         finally:
             server.stop()
             common.shutdown()
-    if wanted & {"P2", "P4"}:
-        log("P2, P4: store bench (own process)")
-        store = store_figures(args.quick)
-        for key in ("P2", "P4"):
-            if key in wanted:
+    store_ids = wanted & {"P2", "P4", "P2pg", "P4pg"}
+    if store_ids:
+        databases = []
+        if store_ids & {"P2", "P4"}:
+            databases.append("sqlite")
+        if store_ids & {"P2pg", "P4pg"} and postgresql.reason is None:
+            databases.append("postgresql")
+        if databases:
+            log(f"{', '.join(sorted(store_ids))}: store bench (own process)")
+            store = store_figures(args.quick, databases, postgresql.server)
+        for key in sorted(store_ids):
+            if key in store:
                 results[key] = store[key]
+            elif key in PG_IDS and postgresql.reason is not None:
+                from bench.store_bench import skipped_postgresql
+
+                results[key] = skipped_postgresql(postgresql.reason)[key]
     if "P5" in wanted:
         results["P5"] = p5_figures(args.quick)
     ordered = {key: results[key] for key in ALL_IDS if key in results}
@@ -738,6 +898,7 @@ def main() -> None:
             "seconds": round(time.perf_counter() - started),
             "machine": common.machine(),
             "read_vs_sqlite3": store.get("read_vs_sqlite3"),
+            "postgresql": postgresql.version or postgresql.reason,
         },
     }
     args.json.write_text(json.dumps(document, indent=2) + "\n")
