@@ -139,7 +139,8 @@ def _daemon_part(daemon: dict[str, Any] | None, cache: dict[str, Any], width: in
         url = _hide_password(str(database.get("url") or "default"))
         if database.get("unavailable"):
             url += f" (unavailable: {database['unavailable']})"
-        lines += _field("database", [url], width)
+        refused = database.get("refused_profiles") or {}
+        lines += _field("database", [url, *(refused[name] for name in sorted(refused))], width)
     if daemon is not None:
         profiles = [_profile_line(row, now) for row in daemon["profiles"]]
         lines += _field("profiles", profiles or ["none configured"], width)

@@ -96,12 +96,15 @@ class Status:
 
     def summary(self) -> dict[str, Any]:
         """The database in use (its URL without password; whether it is open, or why
-        not), running syncs, counters."""
+        not; the profiles another daemon serves on it, and why each is refused), running
+        syncs, counters."""
+        store = self._store_access.store
         return {
             "database": {
                 "url": _shown_url(self._store_access.db_url),
-                "open": self._store_access.store is not None,
+                "open": store is not None,
                 "unavailable": self._store_access.unavailable_reason,
+                "refused_profiles": store.leases.refused if store is not None else {},
             },
             "syncs_running": len(self._syncs),
             "counters": self._counters.to_json(),

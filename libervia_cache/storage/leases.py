@@ -74,6 +74,11 @@ class NoLeases:
     #: the profiles the store keeps to (None: all)
     scope: frozenset[str] | None = None
 
+    @property
+    def refused(self) -> dict[str, str]:
+        """The profiles refused, and why (none)."""
+        return {}
+
     async def claim(self, profile: str) -> None:
         """Serve ``profile`` (always granted)."""
 
@@ -109,6 +114,12 @@ class ProfileLeases:
     @property
     def held(self) -> frozenset[str]:
         return frozenset(self._held)
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """The profiles another daemon serves, and why each is not served here (what
+        the status shows)."""
+        return dict(self._refused)
 
     @property
     def suspended(self) -> bool:

@@ -576,9 +576,11 @@ class Store:
     ) -> list[NodeInfo]:
         """Nodes matching every given filter (``None``: any), e.g. the syncs a crash
         left ``IN_PROGRESS``."""
+        if profile is not None:
+            # first: the scope then holds the profile just claimed
+            await self.leases.claim(profile)
         conditions = self._scope_conditions()
         if profile is not None:
-            await self.leases.claim(profile)
             conditions.append(nodes.c.profile == profile)
         if service is not None:
             conditions.append(nodes.c.service == service)
