@@ -29,6 +29,7 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.types import NullType
 
 from . import ftsquery, searching_pg
 from .fts import FTS_TABLE
@@ -46,14 +47,17 @@ def _field(path: str) -> Field:
     return func.json_extract(items.c.parsed, path)
 
 
-def _plain(values: Sequence[Any]) -> list[Any]:
-    """List values ready to bind as one expanding parameter.
+def _plain(values: Sequence[Any]) -> Any:
+    """List values bound as one expanding parameter, untyped.
 
-    SQLAlchemy types the whole list after its first value: a list starting with a
-    boolean would reject the numbers after it. SQLite's JSON functions read ``true``
-    and ``false`` as 1 and 0, so booleans are bound as those integers.
+    SQLAlchemy would type the whole list after its first value: a list starting with a
+    number would send its strings through a number's conversion (``[2.5, "a"]``
+    failed), one starting with a boolean would reject the numbers after it. The
+    parameter has no type (sqlite3 binds each value as it is), and booleans are bound
+    as 1 and 0, as SQLite's JSON functions read ``true`` and ``false``.
     """
-    return [int(v) if isinstance(v, bool) else v for v in values]
+    plain = [int(v) if isinstance(v, bool) else v for v in values]
+    return bindparam(None, plain, expanding=True, type_=NullType())
 
 
 def _in(field: Field, values: Sequence[Any]) -> ColumnElement[bool]:
@@ -64,11 +68,10 @@ def _elements(path: str, values: Sequence[Any], fold: bool) -> ColumnElement[boo
     """EXISTS an element of the JSON array at ``path`` among ``values``."""
     each = func.json_each(items.c.parsed, path).table_valued("value")
     element: Field = each.c.value
-    values = _plain(values)
     if fold:
         element = func.casefold(element)
         values = [v.casefold() if isinstance(v, str) else v for v in values]
-    return exists(select(1).select_from(each).where(element.in_(values)))
+    return exists(select(1).select_from(each).where(element.in_(_plain(values))))
 
 
 def _like(path: str, pattern: str, fold: bool) -> ColumnElement[bool]:
@@ -104,8 +107,7 @@ OPERATOR_SQL: dict[str, Callable[[str, Any], ColumnElement[bool]]] = {
     "not_ilike": lambda p, v: _absent_or_not(p, _like(p, v, fold=True)),
 }
 
-#: order key -> SQL expression
-#: order key -> (grouping terms, always ascending; the term the direction applies to).
+#: order key -> (grouping terms; the term). The direction applies to both.
 #: ``creation`` and ``modification`` follow each node's own order (its server's: first
 #: publication, or last publication with republished items moved), node by node: the
 #: times the cache stored items say nothing of it (a sync stores the newest page first).
@@ -173,8 +175,11 @@ def _order_terms(
             expression = rank
         elif order.key == "item_id" and postgresql:
             expression = items.c.item_id.collate("C")  # byte order, as SQLite's BINARY
-    last = expression.desc() if order.descending else expression.asc()
-    return [*(group.asc() for group in groups), last]
+    # the groups go the term's way: a descending order is the ascending one reversed,
+    # and an index on (node_id, position) answers either way without sorting
+    if order.descending:
+        return [*(group.desc() for group in groups), expression.desc()]
+    return [*(group.asc() for group in groups), expression.asc()]
 
 
 def _tsquery(query: SearchQuery) -> str | None:
@@ -261,7 +266,7 @@ def _finish(
     elif query.fts is not None:
         order = [(rank if rank is not None else fts.c.rank).asc()]
     else:  # newest first, in each node's own order
-        order = [items.c.node_id.asc(), items.c.position.desc()]
+        order = [items.c.node_id.desc(), items.c.position.desc()]
     # a total order, so that index/limit paging is stable
     order.append(items.c.id.desc())
     statement = statement.order_by(*order)

@@ -78,6 +78,10 @@ async def test_node_filters_and_no_type(store: Store) -> None:
         ("n", "between", [2, 3], ["p2", "p3"]),
         ("n", "in", [1, 3], ["p1", "p3"]),
         ("n", "not_in", [1, 3], ["o1", "p2"]),
+        # a list mixing numbers and strings, a number first (it was typed as numbers)
+        ("n", "in", [1.0, "a", 3], ["p1", "p3"]),
+        ("tags", "overlap", [2.5, "food"], ["p2"]),
+        ("tags", "idisjoint", [2.5, "PYTHON"], ["o1", "p2"]),
         ("tags", "overlap", ["python", "food"], ["p2", "p3"]),
         ("tags", "ioverlap", ["PYTHON"], ["p1", "p3"]),
         ("tags", "disjoint", ["python"], ["o1", "p1", "p2"]),
