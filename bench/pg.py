@@ -6,21 +6,17 @@ else :data:`DEFAULT_SERVER`. Each benchmark creates its own database, named
 ``libervia_cache_bench_<random>_<label>``, and drops it at the end, even on error
 (:func:`throwaway`). :func:`unavailable` says in one line why the server cannot be used.
 
-asyncpg runs here on a loop of its own in a thread: the benchmarks' loop is the
+asyncpg runs on a loop of its own in a thread (``run_apart``): the benchmarks' loop is the
 reactor's, and may be running when a database is created or dropped.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 DEFAULT_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 ENV = "LIBERVIA_CACHE_BENCH_POSTGRESQL"
@@ -32,29 +28,11 @@ def server_url(option: str | None = None) -> str:
     return option or os.environ.get(ENV) or DEFAULT_SERVER
 
 
-def _run_apart(coro: Coroutine[Any, Any, T]) -> T:
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(asyncio.run(coro))
-        except BaseException as e:
-            error.append(e)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
 def dsn(url: str) -> str:
     """``url`` as asyncpg takes it (``postgresql://``)."""
-    from sqlalchemy.engine import make_url
+    from libervia_cache.storage.engine import asyncpg_dsn
 
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return asyncpg_dsn(url)
 
 
 def label_of(url: str) -> str:
@@ -79,7 +57,9 @@ def execute(url: str, *statements: str) -> list[Any]:
         finally:
             await connection.close()
 
-    return _run_apart(run())
+    from tests.harness.databases import run_apart
+
+    return run_apart(run())
 
 
 def host_of(url: str) -> str:
