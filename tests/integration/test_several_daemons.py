@@ -33,6 +33,7 @@ import pytest
 from twisted.words.protocols.jabber.jid import JID
 
 from libervia_cache.control import ControlClient
+from libervia_cache.plugin.xml import parse_element
 from libervia_cache.storage.leases import CLAIM_WAIT, lease_key
 from tests.harness.daemon import (
     DaemonProcess,
@@ -216,7 +217,7 @@ def stored(url: str, profile: str, service: str, node: str) -> tuple[list[str | 
 
 
 def item_ids(url: str, profile: str, service: str, node: str) -> list[str]:
-    """The ids of the items the database holds for ``profile``'s copy of the node."""
+    """The ids of the items the database holds for ``profile``'s copy of the node, sorted."""
     rows = query(
         url,
         "SELECT i.item_id FROM pubsub_items i JOIN pubsub_nodes n ON n.id = i.node_id "
@@ -325,6 +326,11 @@ async def new_node(
     return items
 
 
+def ids_of(items: list[str]) -> list[str]:
+    """The ids of items given as XML."""
+    return [parse_element(item).getAttribute("id") for item in items]
+
+
 def assert_served_from_cache(
     daemon: DaemonProcess, service: str, node: str, items: list[str], profile: str
 ) -> None:
@@ -371,9 +377,9 @@ async def test_daemons_with_their_own_profiles_share_one_database(
         assert_served_from_cache(second, service.full(), shared, shared_items, profile)
         assert_served_from_cache(second, service.full(), own[profile], own_items[profile], profile)
     # bob's copy of the shared node holds the newest 3 items, carol's and dave's all 8
-    shared_ids = [f"s{n:05d}" for n in range(8)]
+    shared_ids = ids_of(shared_items)  # the server's order (libervia-pubsub's may differ)
     for profile, ids in (("bob", shared_ids[-3:]), ("carol", shared_ids), ("dave", shared_ids)):
-        assert item_ids(database, profile, service.full(), shared) == ids
+        assert item_ids(database, profile, service.full(), shared) == sorted(ids)
     first_status = cli(first, "status")
     second_status = cli(second, "status")
     assert {row["profile"] for row in first_status["nodes"]} == {"bob"}
@@ -389,10 +395,10 @@ async def test_daemons_with_their_own_profiles_share_one_database(
     assert {profile: row["items"] for profile, row in after.items()} == {"carol": 0, "dave": 0}
     (row,) = node_rows(cli(first, "status", service.full(), shared), shared).values()
     assert (row["profile"], row["state"], row["items"]) == ("bob", "COMPLETED", 3), row
-    assert item_ids(database, "bob", service.full(), shared) == shared_ids[-3:]
+    assert item_ids(database, "bob", service.full(), shared) == sorted(shared_ids[-3:])
     assert_served_from_cache(first, service.full(), own["bob"], own_items["bob"], "bob")
     for profile, ids in (("bob", shared_ids[-3:]), ("carol", []), ("dave", [])):
-        assert item_ids(database, profile, service.full(), shared) == ids
+        assert item_ids(database, profile, service.full(), shared) == sorted(ids)
     # carol's reads of it go to the network now (and start its sync again), and are right
     answer = cli(second, "get", service.full(), shared, profile="carol")
     assert answer["metadata"]["cached"] is False
@@ -456,7 +462,7 @@ async def test_a_profile_served_by_another_daemon_is_refused_until_a_restart(
 
     # the node changes while no daemon serves bob
     await publisher.retract(service, node, ["i00000"])
-    items = items[1:]
+    items = [item for item in items if ids_of([item]) != ["i00000"]]
 
     # a daemon started now takes bob at once, checks the node the first one synced
     # against the server, and serves it
