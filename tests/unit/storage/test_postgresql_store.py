@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from libervia_cache.plugin.settings import database_url
-from libervia_cache.storage import ProfileServedElsewhere, Store, SyncSuperseded
+from libervia_cache.storage import ProfileServedElsewhere, Store, SyncState, SyncSuperseded
 from libervia_cache.storage.aio import aio
 from libervia_cache.storage.leases import LEASE_APPLICATION_NAME, ProfileLeases
 from libervia_cache.storage.records import NodeInfo
@@ -100,6 +100,24 @@ async def test_search_purge_and_reset_keep_to_the_profiles_served(url: str) -> N
         await carol.close()
         await aio(other.close())
     assert len(query(url, "SELECT 1 FROM pubsub_items")) == 2  # bob's are still there
+
+
+async def test_a_new_store_s_first_listing_of_a_profile_finds_its_half_done_syncs(
+    url: str,
+) -> None:
+    # a daemon died in the middle of a sync: its node is left IN_PROGRESS
+    first = await Store.open(url)
+    node = await first.get_or_create_node("bob", "svc", "blog")
+    await first.update_node(node.id, sync_state=SyncState.IN_PROGRESS)
+    await first.close()
+    # the next one lists bob's nodes at bob's connection, before anything else named
+    # bob: the listing claims bob first, so it sees them
+    second = await Store.open(url)
+    try:
+        found = await second.get_nodes(profile="bob", sync_state=SyncState.IN_PROGRESS)
+        assert [(n.profile, n.name) for n in found] == [("bob", "blog")]
+    finally:
+        await second.close()
 
 
 async def test_a_write_waits_for_the_node_and_checks_the_latest_token(url: str) -> None:
