@@ -63,6 +63,11 @@ class GeneratedNodes(pubsub.PubSubResource):
         size = self.nodes.get(request.nodeIdentifier)
         if size is None:
             return defer.fail(error.StanzaError("item-not-found"))
+        if request.itemIdentifiers:  # items by id (the sync's last probe), node order
+            wanted = {_index_of(i) for i in request.itemIdentifiers if _is_item_id(i, size)}
+            return defer.succeed(
+                [element for n in sorted(wanted) for element in self._elements(n, n + 1)]
+            )
         page: rsm.RSMRequest | None = request.rsm
         if page is None:
             start, end = (0, size) if not request.maxItems else (size - request.maxItems, size)
@@ -98,6 +103,11 @@ class GeneratedNodes(pubsub.PubSubResource):
 
 def _index_of(item_id: str) -> int:
     return int(item_id.rsplit("-", 1)[1])
+
+
+def _is_item_id(item_id: str, size: int) -> bool:
+    prefix, __, number = item_id.rpartition("-")
+    return prefix == "item" and number.isdigit() and int(number) < size
 
 
 class _ServerAuthenticator(xmlstream.ListenAuthenticator):
