@@ -116,8 +116,9 @@ class Context:
         self.debug = debug
         self._settings: ClientSettings | None = None
         self._client: ControlClient | None = None
-        #: ``db --db-url``, as given
-        self.db_url_option: str | None = None
+        #: for ``db``: what finds and checks its database URL (set by that command, which
+        #: may load the daemon's configuration machinery; None: no database)
+        self.db_url_resolver: Callable[[], str | None] | None = None
         self._db_url: str | None = None
 
     @property
@@ -133,13 +134,10 @@ class Context:
 
     @property
     def db_url(self) -> str | None:
-        """For ``db``: ``db --db-url``, else ``[pubsub_cache] db_url``, validated as the
-        daemon validates the key (None: the per-user default database). Loads the
-        daemon's configuration module: only the ``db`` commands ask for it."""
+        """For ``db``: the database URL :attr:`db_url_resolver` gives (None: the per-user
+        default database), found once."""
         if self._db_url is None:
-            from libervia_cache.cli.daemon import validated_setting
-
-            url = validated_setting(self.config_path, "pubsub_cache", "db_url", self.db_url_option)
+            url = self.db_url_resolver() if self.db_url_resolver is not None else None
             self._db_url = url or ""
         return self._db_url or None
 

@@ -84,5 +84,15 @@ def db(ctx: click.Context, db_url: str | None) -> None:
     checked as the daemon checks it; else the per-user default database.
     """
     context = ctx.find_object(Context)
-    if context is not None:
-        context.db_url_option = db_url
+    if context is None:
+        return
+
+    def resolve() -> str | None:
+        # --db-url, else [pubsub_cache] db_url, validated as the daemon validates the
+        # key; loads the daemon's configuration module, only when a subcommand runs
+        from libervia_cache.cli.daemon import validated_setting
+
+        url: str | None = validated_setting(context.config_path, "pubsub_cache", "db_url", db_url)
+        return url
+
+    context.db_url_resolver = resolve
