@@ -190,13 +190,8 @@ def _tsquery(query: SearchQuery) -> str | None:
         raise SearchQueryError("fts", str(error)) from None
 
 
-def search_statement(
-    query: SearchQuery, postgresql: bool = False, scope: Sequence[str] | None = None
-) -> Select[Any]:
-    """The SELECT answering a validated search query (on PostgreSQL with
-    ``postgresql``; within the profiles of ``scope`` if given)."""
-    if postgresql:
-        return _search_statement_pg(query, scope)
+def _result_columns(query: SearchQuery) -> list[Any]:
+    """The columns of a search result (both databases); the payload if asked for."""
     columns: list[Any] = [
         nodes.c.profile,
         nodes.c.service,
@@ -208,6 +203,17 @@ def search_statement(
     ]
     if query.with_payload:
         columns.append(items.c.data.label("item_payload"))
+    return columns
+
+
+def search_statement(
+    query: SearchQuery, postgresql: bool = False, scope: Sequence[str] | None = None
+) -> Select[Any]:
+    """The SELECT answering a validated search query (on PostgreSQL with
+    ``postgresql``; within the profiles of ``scope`` if given)."""
+    if postgresql:
+        return _search_statement_pg(query, scope)
+    columns = _result_columns(query)
     conditions = node_conditions(query, query.nodes, scope)
     if query.fts is not None and _top_ranked_only(query, conditions):
         return _top_ranked(query, columns)
@@ -263,17 +269,7 @@ def _top_ranked(query: SearchQuery, columns: list[Any]) -> Select[Any]:
 
 
 def _search_statement_pg(query: SearchQuery, scope: Sequence[str] | None) -> Select[Any]:
-    columns: list[Any] = [
-        nodes.c.profile,
-        nodes.c.service,
-        nodes.c.name.label("node"),
-        items.c.item_id,
-        items.c.parsed,
-        items.c.created,
-        items.c.updated,
-    ]
-    if query.with_payload:
-        columns.append(items.c.data.label("item_payload"))
+    columns = _result_columns(query)
     conditions = node_conditions(query, query.nodes, scope)
     rank: Field | None = None
     if query.fts is not None:
