@@ -28,7 +28,14 @@ from libervia_cache.plugin.settings import Settings
 from libervia_cache.plugin.store_access import STORE_ERRORS, StoreAccess
 from libervia_cache.plugin.syncs import SyncManager
 from libervia_cache.plugin.xml import LazyElement
-from libervia_cache.storage import ItemsPage, NodeChanged, NodeInfo, SyncState, UnknownRSMKey
+from libervia_cache.storage import (
+    ItemsPage,
+    NodeChanged,
+    NodeInfo,
+    Store,
+    SyncState,
+    UnknownRSMKey,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,9 @@ class Miss(enum.Enum):
     UNKNOWN_RSM_KEY = "unknown RSM key"
     UNKNOWN_ID = "an item id the node does not hold"
 
+
+#: nodes whose last row read is kept, for a read in one round trip (:meth:`_read_assumed`)
+KNOWN_NODES = 4096
 
 #: hold reason (:mod:`.holds`) -> miss
 _HOLD_MISSES = {miss.value: miss for miss in (Miss.RECONNECTED, Miss.SUSPECT, Miss.CHECKING)}
@@ -89,6 +99,8 @@ class CachedReader:
         self._syncs = syncs
         self._holds = holds
         self._settings = settings
+        #: (profile, service, node) -> the node's row as last read
+        self._known: dict[tuple[str, str, str], _Known] = {}
 
     async def read(
         self, client: Client, request: ItemsRequest, *, cache_only: bool = False
@@ -114,7 +126,16 @@ class CachedReader:
         self, client: Client, request: ItemsRequest, cache_only: bool
     ) -> ItemsResult | Missed:
         store = self._store_access.require()
-        node_info = await store.get_node(client.profile, request.service.full(), request.node)
+        key = (client.profile, request.service.full(), request.node)
+        known = self._known.get(key)
+        if known is not None and store.versions_rows:
+            answer = await self._read_assumed(store, client, request, known)
+            if not isinstance(answer, NodeInfo | None):
+                return answer
+            node_info = answer
+        else:
+            node_info = await store.get_node(*key)
+        behaviour = self._remember(key, node_info)
         if node_info is None or node_info.sync_state is not SyncState.COMPLETED:
             if (
                 not cache_only
@@ -132,35 +153,12 @@ class CachedReader:
             ):
                 self._syncs.start(client, node_info)
             return Missed(_HOLD_MISSES[held], node_info)
-        behaviour = ServerBehaviour.of(node_info.extra)
-        asked = _as_the_server_reads_it(request, behaviour)
-        if isinstance(asked, str):
-            return Missed(Miss.UNSUPPORTED, node_info, asked)
-        if node_info.truncated and (
-            asked.rsm_request is not None
-            or (asked.max_items is None and not asked.item_ids)
-            # RSM data on max_items answers (ejabberd) counts every item of the node
-            or (asked.max_items is not None and behaviour.max_items_rsm)
-        ):
-            return Missed(Miss.TRUNCATED, node_info)
-        rsm_args: dict[str, Any] = {}
-        if asked.rsm_request is not None:
-            rsm_args = {
-                "rsm_max": asked.rsm_request.max,
-                "after": asked.rsm_request.after,
-                "before": asked.rsm_request.before,
-                "index": asked.rsm_request.index,
-            }
+        assert behaviour is not None
+        plan = _plan(request, node_info, behaviour)
+        if isinstance(plan, Missed):
+            return plan
         try:
-            page = await store.get_items(
-                node_info.id,
-                max_items=asked.max_items,
-                item_ids=asked.item_ids,
-                synced_by=node_info.sync_token,
-                keys=behaviour.key_column,
-                ids_order="asked" if behaviour.ids_as_asked else "node",
-                **rsm_args,
-            )
+            page = await store.get_items(node_info.id, synced_by=node_info.sync_token, **plan.page)
         except UnknownRSMKey:
             return Missed(Miss.UNKNOWN_RSM_KEY, node_info)
         except NodeChanged:
@@ -169,7 +167,57 @@ class CachedReader:
         except ValueError as error:
             log.debug("request the cache cannot answer on node %s: %s", request.node, error)
             return Missed(Miss.UNSUPPORTED, node_info, str(error))
+        return self._answer(request, node_info, plan, page)
+
+    async def _read_assumed(
+        self, store: Store, client: Client, request: ItemsRequest, known: _Known
+    ) -> ItemsResult | Missed | NodeInfo | None:
+        """The answer in one round trip, for the node as last read (``known``); or, when
+        that cannot be, the node as it is now (for :meth:`_read` to go on with).
+
+        The page is read for the node as last read, and used only if the node's row has
+        not changed since (:meth:`Store.get_items_unless_changed`): the answer is then
+        the one that reading the row, then the page for it, would give.
+        """
+        profile, assumed = client.profile, known.node_info
+        if (
+            assumed.sync_state is SyncState.COMPLETED
+            and self._holds.reason(profile, assumed.id) is None
+        ):
+            plan = _plan(request, assumed, known.behaviour)
+            if not isinstance(plan, Missed):
+                try:
+                    page = await store.get_items_unless_changed(assumed, **plan.page)
+                except ValueError:
+                    page = None  # get_items says why
+                if page is not None and self._holds.reason(profile, assumed.id) is None:
+                    return self._answer(request, assumed, plan, page)
+        return await store.get_node(profile, assumed.service, assumed.name)
+
+    def _remember(
+        self, key: tuple[str, str, str], node_info: NodeInfo | None
+    ) -> ServerBehaviour | None:
+        """Keep ``node_info`` as the node last seen (the newest :data:`KNOWN_NODES`);
+        its server's behaviour."""
+        known = self._known
+        last = known.pop(key, None)
+        if node_info is None:
+            return None
+        if last is not None and last.node_info is node_info:
+            behaviour = last.behaviour
+        else:
+            behaviour = ServerBehaviour.of(node_info.extra)
+        known[key] = _Known(node_info, behaviour)
+        if len(known) > KNOWN_NODES:
+            del known[next(iter(known))]
+        return behaviour
+
+    def _answer(
+        self, request: ItemsRequest, node_info: NodeInfo, plan: _Plan, page: ItemsPage
+    ) -> ItemsResult | Missed:
+        """The answer made of ``page``, read for ``plan``; or why it cannot be one."""
         self._store_access.worked()
+        asked, behaviour = plan.asked, plan.behaviour
         if asked.item_ids and len(page.items) < len(set(asked.item_ids)):
             # an id the cache does not hold: older than the cache limit, or unknown to
             # the server too, which some servers answer with an error
@@ -200,6 +248,51 @@ class CachedReader:
         )
 
 
+@dataclass(frozen=True)
+class _Known:
+    """A node as last read, and its server's behaviour (read from its ``extra``)."""
+
+    node_info: NodeInfo
+    behaviour: ServerBehaviour
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the store is asked for a request's page, given the node's server."""
+
+    asked: ItemsRequest
+    behaviour: ServerBehaviour
+    #: :meth:`Store.get_items` keyword arguments (but ``synced_by``)
+    page: dict[str, Any]
+
+
+def _plan(request: ItemsRequest, node_info: NodeInfo, behaviour: ServerBehaviour) -> _Plan | Missed:
+    """How to read ``request``'s page of the (completed, not held) node, or why the
+    cache cannot answer it (no side effect: it may be asked of a node assumed)."""
+    asked = _as_the_server_reads_it(request, behaviour)
+    if isinstance(asked, str):
+        return Missed(Miss.UNSUPPORTED, node_info, asked)
+    if node_info.truncated and (
+        asked.rsm_request is not None
+        or (asked.max_items is None and not asked.item_ids)
+        # RSM data on max_items answers (ejabberd) counts every item of the node
+        or (asked.max_items is not None and behaviour.max_items_rsm)
+    ):
+        return Missed(Miss.TRUNCATED, node_info)
+    page: dict[str, Any] = {
+        "max_items": asked.max_items,
+        "item_ids": asked.item_ids,
+        "keys": behaviour.key_column,
+        "ids_order": "asked" if behaviour.ids_as_asked else "node",
+    }
+    if asked.rsm_request is not None:
+        page["rsm_max"] = asked.rsm_request.max
+        page["after"] = asked.rsm_request.after
+        page["before"] = asked.rsm_request.before
+        page["index"] = asked.rsm_request.index
+    return _Plan(asked, behaviour, page)
+
+
 def _as_the_server_reads_it(
     request: ItemsRequest, behaviour: ServerBehaviour
 ) -> ItemsRequest | str:
@@ -219,6 +312,8 @@ def _as_the_server_reads_it(
         max_items = None
     if rsm_request is not None and not behaviour.keys_known:
         return "the server's RSM keys are not known yet"
+    if rsm_request is request.rsm_request and max_items == request.max_items:
+        return request
     return dataclasses.replace(request, rsm_request=rsm_request, max_items=max_items)
 
 

@@ -82,6 +82,10 @@ class NoLeases:
     async def claim(self, profile: str) -> None:
         """Serve ``profile`` (always granted)."""
 
+    def serves(self, profile: str) -> bool:
+        """Whether ``profile`` is served already (always)."""
+        return True
+
     def check(self, profile: str) -> None:
         """Raise unless ``profile`` is served (never)."""
 
@@ -149,6 +153,11 @@ class ProfileLeases:
         while not self._closed:
             await asyncio.sleep(WATCH_INTERVAL)
             self._look()
+
+    def serves(self, profile: str) -> bool:
+        """Whether ``profile``'s lease is held (then :meth:`claim` has nothing to do)."""
+        self._look()
+        return profile in self._held and not self._suspended
 
     async def claim(self, profile: str) -> None:
         """Serve ``profile``: take its lease if no other daemon holds it; raise

@@ -14,11 +14,9 @@ to ship it to a thread (measured in ``bench/store_bench.py``). The same function
 an engine connection when there is no such reader (in-memory databases), or when the
 node has gaps to close first (a write).
 
-On PostgreSQL every statement is a round trip, and statements of one request must see
-one state of the node: :func:`read_page_at_once` asks for the header and the page in one
-statement (:data:`PG_STATEMENTS`, hand-written: the index range is computed in SQL
-from the header, as :func:`index_range` computes it), run as a prepared statement on a
-plain asyncpg connection (see :mod:`.pgread`).
+On PostgreSQL every statement is a round trip: :mod:`.pgpages` asks for the header and
+the page in one statement (with the node's row too, on the read path), and hands both
+to :func:`answer` as :func:`read_page` does here.
 """
 
 from __future__ import annotations
@@ -162,126 +160,6 @@ def index_range(request: PageRequest, count: int, key_index: int | None) -> tupl
     return start, end
 
 
-# --- PostgreSQL: the whole request in one statement ---------------------------------------
-
-_PG_HEADER = """
-WITH h AS MATERIALIZED (
-    SELECT n.sync_token AS tok, n.{gap} AS gap,
-        (SELECT min(i.{pos}) FROM pubsub_items i WHERE i.node_id = $1::integer) AS lo,
-        (SELECT max(i.{pos}) FROM pubsub_items i WHERE i.node_id = $1::integer) AS hi,
-        (SELECT i.{pos} FROM pubsub_items i WHERE i.node_id = $1::integer
-            AND i.{key} = $2::text LIMIT 1) AS kp
-    FROM pubsub_nodes n WHERE n.id = $1::integer
-)"""
-
-# $3 from_end (before / max_items: the range ends at the key or the end), $4 limit,
-# $5 index, $6 the reader's sync token; s and e are index_range's start and end
-_PG_RANGE = (
-    _PG_HEADER
-    + """,
-c AS (
-    SELECT h.*, CASE WHEN h.lo IS NULL THEN 0 ELSE h.hi - h.lo + 1 END AS cnt,
-        {key_index} AS ki
-    FROM h
-),
-d AS (
-    SELECT c.*,
-        CASE WHEN $2::text IS NULL THEN c.cnt ELSE c.ki END AS e1,
-        CASE WHEN $2::text IS NULL THEN least(coalesce($5::bigint, 0), c.cnt)
-            ELSE c.ki + 1 END AS s2
-    FROM c
-),
-r AS (
-    SELECT d.*,
-        CASE WHEN $3::boolean
-            THEN CASE WHEN $4::bigint IS NULL THEN 0 ELSE greatest(0, d.e1 - $4::bigint) END
-            ELSE d.s2 END AS s,
-        CASE WHEN $3::boolean THEN d.e1
-            ELSE CASE WHEN $4::bigint IS NULL THEN d.cnt
-                ELSE least(d.cnt, d.s2 + $4::bigint) END END AS e
-    FROM d
-)
-SELECT r.tok, r.gap, r.lo, r.hi, r.kp, p.item_id, p.data, p.k
-FROM r LEFT JOIN LATERAL (
-    SELECT i.item_id, i.data, i.{key} AS k, i.{pos} AS ord FROM pubsub_items i
-    WHERE i.node_id = $1::integer AND i.{pos} BETWEEN {low} AND {high}
-) p ON r.gap IS NULL AND ($6::text IS NULL OR r.tok = $6::text)
-ORDER BY p.ord {direction}"""
-)
-
-_PG_BY_IDS = (
-    _PG_HEADER
-    + """
-SELECT h.tok, h.gap, h.lo, h.hi, h.kp, p.item_id, p.data, p.k
-FROM h LEFT JOIN LATERAL (
-    SELECT i.item_id, i.data, i.{key} AS k, i.{pos} AS ord FROM pubsub_items i
-    WHERE i.node_id = $1::integer AND i.item_id = ANY($3::text[])
-) p ON h.gap IS NULL AND ($4::text IS NULL OR h.tok = $4::text)
-ORDER BY p.ord"""
-)
-
-
-@dataclass(frozen=True)
-class _PGStatements:
-    page_asc: str
-    page_desc: str
-    by_ids: str
-
-
-def _pg_statements(position_name: str, gap_name: str, key_name: str) -> _PGStatements:
-    names = {"pos": position_name, "gap": gap_name, "key": key_name}
-    page = _PG_RANGE
-    asc = page.format(
-        **names,
-        key_index="h.kp - h.lo",
-        low="r.lo + r.s",
-        high="r.lo + r.e - 1",
-        direction="ASC",
-    )
-    desc = page.format(
-        **names,
-        key_index="h.hi - h.kp",
-        low="r.hi - r.e + 1",
-        high="r.hi - r.s",
-        direction="DESC",
-    )
-    return _PGStatements(asc, desc, _PG_BY_IDS.format(**names))
-
-
-#: (order, key column) -> PostgreSQL statements
-PG_STATEMENTS: dict[tuple[str, str], _PGStatements] = {
-    (name, key): _pg_statements(*cols, key) for name, cols in ORDERS.items() for key in KEY_COLUMNS
-}
-
-#: run one PostgreSQL statement with positional parameters, return its rows
-FetchPositional = Callable[..., Sequence[Sequence[Any]]]
-
-
-def pg_request(
-    node_id: int, request: PageRequest, synced_by: str | None
-) -> tuple[str, tuple[Any, ...]]:
-    """The statement and parameters answering ``request`` at once (PostgreSQL)."""
-    statements = PG_STATEMENTS[(request.order_by, request.keys)]
-    if request.item_ids is not None:
-        return statements.by_ids, (node_id, None, list(request.item_ids), synced_by)
-    key = request.after if request.after is not None else request.before or None
-    from_end = request.max_items is not None or request.before is not None
-    limit = request.max_items if request.max_items is not None else request.rsm_max
-    sql = statements.page_desc if request.descending else statements.page_asc
-    return sql, (node_id, key, from_end, limit, request.index, synced_by)
-
-
-def read_page_at_once(
-    rows: Sequence[Sequence[Any]], node_id: int, request: PageRequest, synced_by: str | None
-) -> ItemsPage:
-    """The page from the rows of :func:`pg_request`'s statement: a header (token, gap,
-    bounds, position of the RSM key) on every row, and the page's items (none when the
-    node is unknown, dirty, or no longer the reader's). Raises as :func:`read_page`."""
-    header = rows[0][:5] if rows else None
-    found = [row[5:] for row in rows if row[5] is not None]
-    return _answer(header, found, node_id, request, synced_by)
-
-
 def read_page(
     fetch: Fetch, node_id: int, request: PageRequest, synced_by: str | None = None
 ) -> ItemsPage:
@@ -310,10 +188,10 @@ def read_page(
             statements.page_asc, {"node": node_id, "low": low + start, "high": low + end - 1}
         )
 
-    return _answer(header, page_rows, node_id, request, synced_by)
+    return answer(header, page_rows, node_id, request, synced_by)
 
 
-def _answer(
+def answer(
     header: Sequence[Any] | None,
     found: Sequence[Sequence[Any]] | Callable[[int, int, int, int], Sequence[Sequence[Any]]],
     node_id: int,

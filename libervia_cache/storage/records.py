@@ -66,6 +66,10 @@ class NodeInfo:
     server_count: int | None = None
     #: the token of the sync that owns the node (opaque; changes with each sync)
     sync_token: str | None = None
+    #: the row's version where the database has one (PostgreSQL: its ``xmin``, which
+    #: every change of the row changes): a row read with the same id and version is
+    #: this very row (not compared: two reads of an unchanged row are equal anyway)
+    version: int | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, str, str]:

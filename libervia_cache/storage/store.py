@@ -45,6 +45,7 @@ from sqlalchemy import (
     cast,
     delete,
     func,
+    literal_column,
     select,
     type_coerce,
     update,
@@ -60,7 +61,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeDecorator
 from twisted.internet import defer
 
-from . import pages, positions, searching
+from . import pages, pgpages, positions, searching
 from .aio import aio, deferred_method
 from .engine import connect_reader, create_engine, sqlite_file
 from .fts import SEARCH_COLUMN, extract_text, tsvector
@@ -69,7 +70,7 @@ from .migrate import prepare_database, run_in_transaction
 from .models import SyncState, items_table, nodes_table, utcnow
 from .pgread import PostgresReader
 from .query import SearchQueryError, parse_purge_filters, parse_search_query
-from .records import ItemsPage, NodeGone, NodeInfo, SyncSuperseded
+from .records import ItemsPage, NodeChanged, NodeGone, NodeInfo, SyncSuperseded, UnknownRSMKey
 
 T = TypeVar("T")
 
@@ -138,7 +139,7 @@ _NODE_PROCESSORS = [
 #: the same for PostgreSQL (``$1``.. parameters, run on a :class:`PostgresReader`)
 _PG_DIALECT = postgresql_dialect.asyncpg.dialect()
 _PG_NODE_SQL = str(
-    select(*_NODE_COLUMNS)
+    select(*_NODE_COLUMNS, literal_column("pubsub_nodes.xmin"))
     .where(
         nodes.c.profile == bindparam("profile"),
         nodes.c.service == bindparam("service"),
@@ -171,7 +172,7 @@ items_with_search = Table(
 )
 
 
-def _node_info(row: Any) -> NodeInfo:
+def _node_info(row: Any, version: int | None = None) -> NodeInfo:
     (
         id_,
         profile,
@@ -205,6 +206,14 @@ def _node_info(row: Any) -> NodeInfo:
         last_synced,
         server_count,
         sync_token,
+        version,
+    )
+
+
+def _pg_node_info(row: Sequence[Any], version: int) -> NodeInfo:
+    """The node of a row of the node columns read by a :class:`PostgresReader`."""
+    return _node_info(
+        [p(v) if p else v for p, v in zip(_PG_NODE_PROCESSORS, row, strict=True)], version
     )
 
 
@@ -268,6 +277,10 @@ class Store:
         self._reader = reader
         self._pg_reader = pg_reader
         self.postgresql = engine.dialect.name == "postgresql"
+        #: whether node rows have a version, so that :meth:`get_items_unless_changed`
+        #: may save :meth:`get_node`'s round trip (PostgreSQL; SQLite's reads are local
+        #: calls, and it has none)
+        self.versions_rows = pg_reader is not None
         #: the profiles this store serves (PostgreSQL: those whose lease it holds)
         self.leases: NoLeases | ProfileLeases = leases if leases is not None else NoLeases()
         self._write_lock = asyncio.Lock()
@@ -381,13 +394,13 @@ class Store:
 
     async def _pg_get_node(self, profile: str, service: str, name: str) -> NodeInfo | None:
         assert self._pg_reader is not None
-        await self.leases.claim(profile)
+        if not self.leases.serves(profile):
+            await self.leases.claim(profile)
         rows = await self._pg_reader.fetch(_PG_NODE_SQL, profile, service, name)
         if not rows:
             return None
-        return _node_info(
-            [p(v) if p else v for p, v in zip(_PG_NODE_PROCESSORS, rows[0], strict=True)]
-        )
+        *row, version = rows[0]  # (an asyncpg record takes no negative index)
+        return _pg_node_info(row, version)
 
     async def _get_node(self, profile: str, service: str, name: str) -> NodeInfo | None:
         def run(connection: Connection) -> NodeInfo | None:
@@ -833,6 +846,11 @@ class Store:
             )
         except ValueError:
             return defer.fail()
+        return self._get_page(node_id, request, synced_by)
+
+    def _get_page(
+        self, node_id: int, request: pages.PageRequest, synced_by: str | None
+    ) -> defer.Deferred[ItemsPage]:
         if self._pg_reader is not None:
             return aio(self._pg_get_items(node_id, request, synced_by), self._tasks)
         if self._reader is not None:
@@ -860,21 +878,67 @@ class Store:
         self, node_id: int, request: pages.PageRequest, synced_by: str | None
     ) -> ItemsPage:
         assert self._pg_reader is not None
-        sql, params = pages.pg_request(node_id, request, synced_by)
+        sql, params = pgpages.page_request(node_id, request, synced_by)
         rows = await self._pg_reader.fetch(sql, *params)
         try:
-            return pages.read_page_at_once(rows, node_id, request, synced_by)
+            return pgpages.read_page_at_once(rows, node_id, request, synced_by)
         except pages.NeedsRenumbering:
             return await self._get_items(node_id, request, synced_by)
+
+    def get_items_unless_changed(
+        self,
+        assumed: NodeInfo,
+        *,
+        item_ids: Iterable[str] | None = None,
+        **page: Any,
+    ) -> defer.Deferred[ItemsPage | None]:
+        """The page that :meth:`get_items` reads with ``page`` and
+        ``synced_by=assumed.sync_token`` for node ``assumed``, if the node's row is
+        still ``assumed`` (the row read earlier, by :meth:`get_node` or here); else None.
+
+        A row at the same version (:attr:`NodeInfo.version`) is that very row, so the
+        page is the one :meth:`get_node` then :meth:`get_items` would give, in one round
+        trip instead of two (PostgreSQL). None also when :meth:`get_items` would raise
+        (an unknown RSM key, the node changed) or write first (gaps to close), and
+        always where rows have no version (:attr:`versions_rows` is false): the caller
+        then asks :meth:`get_node` and :meth:`get_items`.
+        """
+        try:
+            request = pages.PageRequest(
+                item_ids=None if item_ids is None else tuple(item_ids), **page
+            )
+        except (TypeError, ValueError):
+            return defer.fail()
+        if (
+            self._pg_reader is None
+            or assumed.version is None
+            or not self.leases.serves(assumed.profile)
+        ):
+            return defer.succeed(None)
+        return aio(self._pg_get_items_unless_changed(assumed, request), self._tasks)
+
+    async def _pg_get_items_unless_changed(
+        self, assumed: NodeInfo, request: pages.PageRequest
+    ) -> ItemsPage | None:
+        assert self._pg_reader is not None
+        token = assumed.sync_token
+        sql, params = pgpages.page_request(assumed.id, request, token)
+        rows = await self._pg_reader.fetch(sql, *params)
+        if pgpages.row_version(rows) != assumed.version:
+            return None
+        try:
+            return pgpages.read_page_at_once(rows, assumed.id, request, token)
+        except (pages.NeedsRenumbering, NodeChanged, UnknownRSMKey):
+            return None
 
     async def _get_items(
         self, node_id: int, request: pages.PageRequest, synced_by: str | None
     ) -> ItemsPage:
         def read(connection: Connection) -> ItemsPage:
             if _is_postgresql(connection):
-                sql, params = pages.pg_request(node_id, request, synced_by)
+                sql, params = pgpages.page_request(node_id, request, synced_by)
                 rows = connection.exec_driver_sql(sql, params).all()
-                return pages.read_page_at_once(rows, node_id, request, synced_by)
+                return pgpages.read_page_at_once(rows, node_id, request, synced_by)
 
             def fetch(sql: str, params: dict[str, Any]) -> Sequence[Any]:
                 return connection.exec_driver_sql(sql, params).all()

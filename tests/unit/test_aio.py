@@ -94,3 +94,43 @@ async def test_keyed_queues_run_each_key_in_order_and_keys_independently() -> No
     await a2
     assert order == ["b1", "a1", "a2"]
     assert len(queues) == 0  # empty queues are forgotten
+
+
+async def test_cancelling_the_deferred_leaves_the_work_running_to_its_end() -> None:
+    """What a store call does under the Deferred (a transaction) is never interrupted:
+    the caller stops waiting, the work ends, and its result is dropped quietly."""
+    tasks: set[asyncio.Task[object]] = set()
+    gate = asyncio.Event()
+    ended: list[str] = []
+
+    async def work() -> str:
+        await gate.wait()
+        ended.append("work")
+        return "done"
+
+    deferred = aio(work(), tasks)
+    deferred.cancel()
+    try:
+        await deferred
+    except defer.CancelledError:
+        pass
+    else:
+        raise AssertionError("a cancelled Deferred fired with a result")
+    (task,) = tasks
+    assert not task.done()
+    gate.set()
+    assert await defer.Deferred.fromFuture(asyncio.ensure_future(asyncio.wait([task])))
+    assert ended == ["work"] and task.result() == "done" and not tasks
+
+
+async def test_an_error_of_the_coroutine_fails_the_deferred_with_it() -> None:
+    async def boom() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("boom")
+
+    try:
+        await aio(boom())
+    except KeyError as error:
+        assert error.args == ("boom",)
+    else:
+        raise AssertionError("the coroutine's error was lost")

@@ -349,3 +349,48 @@ async def test_a_page_read_for_a_node_another_sync_took_is_refused(
     await store.reset()
     with pytest.raises(NodeChanged):
         await store.get_items(node.id, synced_by=token)
+
+
+async def test_a_page_unless_changed_is_the_page_of_the_node_as_last_read(
+    store: Store, node: NodeInfo
+) -> None:
+    """The one-round-trip read: the page of the node as the reader last read it, the
+    page get_node then get_items would give, for as long as the node's row is that row;
+    None once anything changed the row, so the reader reads the node again."""
+    token = await store.begin_sync(node.id, {})
+    await store.cache_items(node.id, items(*IDS), complete=True, token=token)
+    found = await store.get_node(node.profile, node.service, node.name)
+    assert found is not None
+    if not store.versions_rows:  # SQLite: nothing to save, the caller reads twice
+        assert found.version is None
+        assert await store.get_items_unless_changed(found, rsm_max=3) is None
+        return
+    assert found.version is not None
+    for page in (
+        {"rsm_max": 3},
+        {"rsm_max": 3, "after": "i4"},
+        {"rsm_max": 3, "before": ""},
+        {"rsm_max": 2, "index": 4},
+        {"max_items": 4},
+        {"item_ids": ["i7", "i2"], "ids_order": "asked"},
+        {"rsm_max": 3, "descending": True, "order_by": "creation"},
+    ):
+        expected = await store.get_items(node.id, synced_by=token, **page)
+        assert await store.get_items_unless_changed(found, **page) == expected, page
+    # items change, the node's row does not: the page is the new one
+    await store.cache_items(node.id, items("new"), token=token)
+    page = await store.get_items_unless_changed(found, rsm_max=2, before="")
+    assert page is not None and page.item_ids == ["i9", "new"] and page.count == 11
+    # what get_items would refuse is left to it
+    assert await store.get_items_unless_changed(found, rsm_max=2, after="unknown") is None
+    # any change of the row, whichever column
+    await store.update_node(node.id, server_count=11)
+    assert await store.get_items_unless_changed(found, rsm_max=3) is None
+    again = await store.get_node(node.profile, node.service, node.name)
+    assert again is not None and again.version != found.version
+    assert (await store.get_items_unless_changed(again, rsm_max=1)).item_ids == ["i0"]
+    # a new sync, a reset
+    await store.begin_sync(node.id, {})
+    assert await store.get_items_unless_changed(again, rsm_max=3) is None
+    await store.reset()
+    assert await store.get_items_unless_changed(again, rsm_max=3) is None

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
-from libervia_cache.storage import Store, pages, searching
+from libervia_cache.storage import Store, pages, pgpages, searching
 from libervia_cache.storage.query import parse_search_query
 from tests.conftest import run
 from tests.harness.databases import execute, query
@@ -50,7 +50,7 @@ def plan(url: str, sql: str, *args: Any, setup: tuple[str, ...] = ()) -> str:
     return " | ".join(row[0] for row in query(url, f"EXPLAIN {sql}", *args, setup=setup))
 
 
-@pytest.mark.parametrize("order", sorted(pages.PG_STATEMENTS))
+@pytest.mark.parametrize("order", sorted(pgpages.STATEMENTS))
 @pytest.mark.parametrize(
     "request_",
     [
@@ -69,7 +69,7 @@ def test_page_statements_are_index_range_scans(
     request = pages.PageRequest(**{**request_.__dict__, "order_by": order[0], "keys": order[1]})
     if request.after is not None and order[1] == "rsm_key":
         request = pages.PageRequest(**{**request.__dict__, "after": "k15000"})
-    sql, params = pages.pg_request(1, request, "t")
+    sql, params = pgpages.page_request(1, request, "t")
     shown = plan(filled, sql, *params)
     assert "Seq Scan on pubsub_items" not in shown, shown
     assert "Index" in shown, shown
