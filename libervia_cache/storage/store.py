@@ -274,6 +274,13 @@ class Store:
         leases: ProfileLeases | None = None,
     ) -> None:
         self.engine = engine
+        # reads are single statements (each its own snapshot): on PostgreSQL they run
+        # in autocommit, without the BEGIN and ROLLBACK round trips of a transaction
+        self._read_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
         self._reader = reader
         self._pg_reader = pg_reader
         self.postgresql = engine.dialect.name == "postgresql"
@@ -357,7 +364,8 @@ class Store:
             return await run_in_transaction(self.engine, fn)
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
-        async with self.engine.connect() as connection:
+        """Run ``fn``, which reads with one statement, on a pooled connection."""
+        async with self._read_engine.connect() as connection:
             return await connection.run_sync(fn)
 
     # ---------------------------------------------------------------------- nodes
