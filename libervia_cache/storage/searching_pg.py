@@ -120,9 +120,11 @@ def _text(value: Field, byte_order: bool = True) -> Field:
 
 
 def _printed(value: Field, byte_order: bool = True) -> Field:
-    """What SQLite's LIKE reads there: the text, or the number as text."""
+    """What SQLite's LIKE reads there: the text, or the number as text; NULL for JSON
+    ``null``, as ``json_extract`` gives it (no pattern matches it, ``%`` included)."""
     kind = _kind(value)
     text = case(
+        (kind == "null", null()),
         (kind == "string", value.op("#>>", return_type=Text)(ROOT)),
         (kind == "boolean", case((value == JSON_TRUE, "1"), else_="0")),
         else_=cast(value, Text),

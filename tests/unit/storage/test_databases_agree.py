@@ -253,6 +253,26 @@ def test_parsed_filters_and_orders_give_the_same_items_in_the_same_order(
     run(check())
 
 
+async def test_a_json_null_is_matched_by_no_pattern_on_either_database(
+    stores: tuple[Store, Store],
+) -> None:
+    """Found by the fuzzing above: PostgreSQL read a JSON ``null`` as the text ``null``
+    in LIKE, so ``%`` matched it; SQLite's ``json_extract`` gives NULL, which nothing
+    matches (and ``not_like`` keeps)."""
+    data = [("", {"s": None}), ("", {"s": "null"}), ("", {"s": "x"}), ("", {})]
+    await fill(stores, data)
+    for op in ("like", "ilike", "not_like", "not_ilike"):
+        for pattern in ("%", "n%", "%UL%"):
+            query = {
+                "parsed": [{"path": "s", "op": op, "value": pattern}],
+                "order-by": [{"order": "item_id"}],
+            }
+            expected = await answers(stores[0], query)
+            assert await answers(stores[1], query) == expected, query
+    like_all = {"parsed": [{"path": "s", "op": "like", "value": "%"}]}
+    assert sorted(await answers(stores[1], like_all)) == ["i01", "i02"]
+
+
 @pytest.mark.parametrize(
     "fts",
     [
