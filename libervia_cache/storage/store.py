@@ -7,8 +7,10 @@ when the page can be read at once (see :mod:`.pages`; on PostgreSQL, one prepare
 statement on a plain asyncpg connection, :mod:`.pgread`). All writes go through one
 asyncio lock and ``BEGIN IMMEDIATE`` transactions: SQLite has one writer, and waiting
 for the lock up front avoids failed read-to-write upgrades. On PostgreSQL, a write
-locks its node's row (``SELECT ... FOR UPDATE``) before it reads or changes anything of
-the node, so that writes of one node never interleave, whichever process makes them.
+locks its node's row (an ``UPDATE`` that sets nothing new) before it reads or changes
+anything of the node, so that writes of one node never interleave, whichever process
+makes them, and the row's version tells readers that the node changed
+(:mod:`.pagecache`).
 
 Who may write into a node is checked in the write's own transaction:
 
@@ -68,6 +70,7 @@ from .fts import SEARCH_COLUMN, extract_text, tsvector
 from .leases import NoLeases, ProfileLeases, release_leases, shared_leases
 from .migrate import prepare_database, run_in_transaction
 from .models import SyncState, items_table, nodes_table, utcnow
+from .pagecache import PageCache
 from .pgread import PostgresReader
 from .query import SearchQueryError, parse_purge_filters, parse_search_query
 from .records import ItemsPage, NodeChanged, NodeGone, NodeInfo, SyncSuperseded, UnknownRSMKey
@@ -147,6 +150,8 @@ _PG_NODE_SQL = str(
     )
     .compile(dialect=_PG_DIALECT)
 )
+#: the version of a node's row (see :mod:`.pagecache`): one primary-key lookup
+_PG_VERSION_SQL = "SELECT xmin FROM pubsub_nodes WHERE id = $1::integer"
 _PG_NODE_PROCESSORS = [
     column.type._cached_result_processor(_PG_DIALECT, None) for column in _NODE_COLUMNS
 ]
@@ -230,10 +235,23 @@ def _check_owner(
     """Raise :class:`NodeGone` if the node is gone, :class:`SyncSuperseded` if ``token``
     is given and no longer owns it, :class:`ProfileServedElsewhere` if its profile is
     not served here (in the caller's write transaction, whose lock on the node's row
-    holds every other writer of the node back until it ends)."""
-    row = connection.execute(
-        select(nodes.c.sync_token, nodes.c.profile).where(nodes.c.id == node_id).with_for_update()
-    ).one_or_none()
+    holds every other writer of the node back until it ends).
+
+    On PostgreSQL the row is taken with an ``UPDATE`` (the same lock as ``SELECT … FOR
+    UPDATE``), which gives it a new version: every write of a node's items goes through
+    here, so a row still at the version a page was read at is a node whose items have
+    not changed since (:mod:`.pagecache`).
+    """
+    if _is_postgresql(connection):
+        taken: Any = (
+            update(nodes)
+            .where(nodes.c.id == node_id)
+            .values(sync_token=nodes.c.sync_token)
+            .returning(nodes.c.sync_token, nodes.c.profile)
+        )
+    else:
+        taken = select(nodes.c.sync_token, nodes.c.profile).where(nodes.c.id == node_id)
+    row = connection.execute(taken).one_or_none()
     if row is None:
         raise NodeGone(f"node {node_id} no longer exists")
     if leases is not None:
@@ -288,6 +306,8 @@ class Store:
         #: may save :meth:`get_node`'s round trip (PostgreSQL; SQLite's reads are local
         #: calls, and it has none)
         self.versions_rows = pg_reader is not None
+        #: pages read on PostgreSQL, given again while their node's row is unchanged
+        self.pages = PageCache()
         #: the profiles this store serves (PostgreSQL: those whose lease it holds)
         self.leases: NoLeases | ProfileLeases = leases if leases is not None else NoLeases()
         self._write_lock = asyncio.Lock()
@@ -889,9 +909,13 @@ class Store:
         sql, params = pgpages.page_request(node_id, request, synced_by)
         rows = await self._pg_reader.fetch(sql, *params)
         try:
-            return pgpages.read_page_at_once(rows, node_id, request, synced_by)
+            page = pgpages.read_page_at_once(rows, node_id, request, synced_by)
         except pages.NeedsRenumbering:
             return await self._get_items(node_id, request, synced_by)
+        version = pgpages.row_version(rows)
+        if version is not None:
+            self.pages.put(node_id, request, version, page)
+        return page
 
     def get_items_unless_changed(
         self,
@@ -906,7 +930,9 @@ class Store:
 
         A row at the same version (:attr:`NodeInfo.version`) is that very row, so the
         page is the one :meth:`get_node` then :meth:`get_items` would give, in one round
-        trip instead of two (PostgreSQL). None also when :meth:`get_items` would raise
+        trip instead of two (PostgreSQL). A page already read at that version is given
+        again after a lookup of the row's version alone (:mod:`.pagecache`), a cheaper
+        statement than the page's. None also when :meth:`get_items` would raise
         (an unknown RSM key, the node changed) or write first (gaps to close), and
         always where rows have no version (:attr:`versions_rows` is false): the caller
         then asks :meth:`get_node` and :meth:`get_items`.
@@ -928,16 +954,27 @@ class Store:
     async def _pg_get_items_unless_changed(
         self, assumed: NodeInfo, request: pages.PageRequest
     ) -> ItemsPage | None:
-        assert self._pg_reader is not None
+        assert self._pg_reader is not None and assumed.version is not None
+        node_id, version = assumed.id, assumed.version
+        kept = self.pages.get(node_id, request, version)
+        if kept is not None:
+            # read at this version: still right if the row is still at it
+            rows = await self._pg_reader.fetch(_PG_VERSION_SQL, node_id)
+            if rows and rows[0][0] == version:
+                return kept
+            self.pages.discard(node_id, request)
+            return None
         token = assumed.sync_token
-        sql, params = pgpages.page_request(assumed.id, request, token)
+        sql, params = pgpages.page_request(node_id, request, token)
         rows = await self._pg_reader.fetch(sql, *params)
-        if pgpages.row_version(rows) != assumed.version:
+        if pgpages.row_version(rows) != version:
             return None
         try:
-            return pgpages.read_page_at_once(rows, assumed.id, request, token)
+            page = pgpages.read_page_at_once(rows, node_id, request, token)
         except (pages.NeedsRenumbering, NodeChanged, UnknownRSMKey):
             return None
+        self.pages.put(node_id, request, version, page)
+        return page
 
     async def _get_items(
         self, node_id: int, request: pages.PageRequest, synced_by: str | None
@@ -1023,12 +1060,18 @@ class Store:
                 )
             ]
             if touched and _is_postgresql(connection):
-                # the nodes' rows first, in one order: writers of a node lock it first
+                # the nodes' rows first, in one order: writers of a node lock it first;
+                # then a new version of each (see _check_owner)
                 connection.execute(
                     select(nodes.c.id)
                     .where(nodes.c.id.in_(touched))
                     .order_by(nodes.c.id)
                     .with_for_update()
+                )
+                connection.execute(
+                    update(nodes)
+                    .where(nodes.c.id.in_(touched))
+                    .values(sync_token=nodes.c.sync_token)
                 )
             deleted = _delete_items_where(connection, condition)
             if touched:

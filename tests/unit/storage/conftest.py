@@ -5,7 +5,8 @@ Every test that uses ``store`` (or ``db_url``, or ``database``) runs once per da
 kind of ``LIBERVIA_CACHE_TEST_DATABASES`` (see :mod:`tests.harness.databases`): on a
 new SQLite file, and on the session's PostgreSQL database emptied of every table.
 ``@pytest.mark.sqlite_only``: a test that looks inside the SQLite file (pragmas, query
-plans, the ``sqlite3`` read connection) runs on SQLite alone.
+plans, the ``sqlite3`` read connection) runs on SQLite alone;
+``@pytest.mark.postgresql_only``, one of PostgreSQL's own machinery, on PostgreSQL alone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only: a storage test of SQLite's own machinery (not run on PostgreSQL)"
     )
+    config.addinivalue_line(
+        "markers", "postgresql_only: a storage test of PostgreSQL's own machinery (not on SQLite)"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -37,6 +41,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         kinds = database_kinds()
         if metafunc.definition.get_closest_marker("sqlite_only"):
             kinds = [kind for kind in kinds if kind == "sqlite"] or ["sqlite"]
+        elif metafunc.definition.get_closest_marker("postgresql_only"):
+            # none when PostgreSQL is left out (LIBERVIA_CACHE_TEST_DATABASES): pytest
+            # then reports the test as skipped, with the empty parameter set
+            kinds = [kind for kind in kinds if kind == "postgresql"]
         metafunc.parametrize("database", kinds, indirect=True)
 
 
