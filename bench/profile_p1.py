@@ -161,10 +161,10 @@ async def prototypes(
     from tx_xmpp import pubsub
 
     from libervia_cache.plugin.xml import parse_element
-    from libervia_cache.storage import store as store_module
+    from libervia_cache.storage import noderows
 
-    nodes = store_module.nodes
-    statement = select(*store_module._NODE_COLUMNS).where(
+    nodes = noderows.nodes
+    statement = select(*noderows.NODE_COLUMNS).where(
         nodes.c.profile == bindparam("profile"),
         nodes.c.service == bindparam("service"),
         nodes.c.name == bindparam("name"),

@@ -10,7 +10,7 @@ primary key, much cheaper than the page.
 That check is enough because every write that changes a node's items, or anything a
 page shows, also writes the node's row in the same transaction (on PostgreSQL, the
 store's writers take the node's row with an ``UPDATE``, not a ``SELECT … FOR UPDATE``:
-see ``_check_owner`` and ``_touch_nodes`` in :mod:`.store`), so a row at the same
+see :mod:`.itemwrites`), so a row at the same
 version is a node whose items are those the page was read from. Ids are never reused,
 and a deleted node has no row.
 

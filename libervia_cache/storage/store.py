@@ -30,50 +30,34 @@ profiles it serves.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
-    Column,
     Connection,
-    MetaData,
-    Table,
-    Text,
-    any_,
-    bindparam,
-    cast,
     delete,
     func,
-    literal_column,
     select,
-    type_coerce,
     update,
 )
-from sqlalchemy.dialects import postgresql as postgresql_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.types import TypeDecorator
 from twisted.internet import defer
 
-from . import pages, pgpages, positions, searching
+from . import itemwrites, noderows, pages, pgpages, positions, searching
 from .aio import aio, deferred_method
 from .engine import connect_reader, create_engine, sqlite_file
-from .fts import SEARCH_COLUMN, extract_text, tsvector
+from .fts import extract_text, tsvector
 from .leases import NoLeases, ProfileLeases, release_leases, shared_leases
 from .migrate import prepare_database, run_in_transaction
 from .models import SyncState, items_table, nodes_table, utcnow
 from .pagecache import PageCache
 from .pgread import PostgresReader
 from .query import SearchQueryError, parse_purge_filters, parse_search_query
-from .records import ItemsPage, NodeChanged, NodeGone, NodeInfo, SyncSuperseded, UnknownRSMKey
+from .records import ItemsPage, NodeChanged, NodeGone, NodeInfo, UnknownRSMKey
 
 T = TypeVar("T")
 
@@ -104,180 +88,6 @@ NODE_FILTERS: dict[str, str] = {
     "types": "type",
     "subtypes": "subtype",
 }
-
-_NODE_COLUMNS = (
-    nodes.c.id,
-    nodes.c.profile,
-    nodes.c.service,
-    nodes.c.name,
-    nodes.c.analyser,
-    nodes.c.type,
-    nodes.c.subtype,
-    nodes.c.sync_state,
-    nodes.c.sync_state_updated,
-    nodes.c.subscribed,
-    nodes.c.extra,
-    nodes.c.sync_error,
-    nodes.c.last_synced,
-    nodes.c.server_count,
-    nodes.c.sync_token,
-)
-
-
-#: the node lookup of every read, compiled once for the ``sqlite3`` read connection,
-#: with the result processors of its columns (enum, UTC datetime, JSON)
-_NODE_SQL = str(
-    select(*_NODE_COLUMNS)
-    .where(
-        nodes.c.profile == bindparam("profile"),
-        nodes.c.service == bindparam("service"),
-        nodes.c.name == bindparam("name"),
-    )
-    .compile(dialect=sqlite_dialect.dialect(paramstyle="named"))
-)
-_NODE_PROCESSORS = [
-    column.type._cached_result_processor(sqlite_dialect.dialect(), None) for column in _NODE_COLUMNS
-]
-
-#: the same for PostgreSQL (``$1``.. parameters, run on a :class:`PostgresReader`)
-_PG_DIALECT = postgresql_dialect.asyncpg.dialect()
-_PG_NODE_SQL = str(
-    select(*_NODE_COLUMNS, literal_column("pubsub_nodes.xmin"))
-    .where(
-        nodes.c.profile == bindparam("profile"),
-        nodes.c.service == bindparam("service"),
-        nodes.c.name == bindparam("name"),
-    )
-    .compile(dialect=_PG_DIALECT)
-)
-#: the version of a node's row (see :mod:`.pagecache`): one primary-key lookup
-_PG_VERSION_SQL = "SELECT xmin FROM pubsub_nodes WHERE id = $1::integer"
-_PG_NODE_PROCESSORS = [
-    column.type._cached_result_processor(_PG_DIALECT, None) for column in _NODE_COLUMNS
-]
-
-
-class _TSVectorText(TypeDecorator[str]):
-    """A ``tsvector`` written from its text (:func:`.fts.tsvector`)."""
-
-    impl = TSVECTOR
-    cache_ok = True
-
-    def bind_expression(self, bindvalue: Any) -> Any:
-        return cast(type_coerce(bindvalue, Text), TSVECTOR)
-
-
-#: ``pubsub_items`` as PostgreSQL writes it: with the ``tsvector`` of the item's text
-#: (a column the model leaves out: SQLite's index is its FTS5 table)
-items_with_search = Table(
-    "pubsub_items",
-    MetaData(),
-    *(Column(c.name, c.type, key=c.key, primary_key=c.primary_key) for c in items.c),
-    Column(SEARCH_COLUMN, _TSVectorText()),
-)
-
-
-def _node_info(row: Any, version: int | None = None) -> NodeInfo:
-    (
-        id_,
-        profile,
-        service,
-        name,
-        analyser,
-        type_,
-        subtype,
-        state,
-        updated,
-        subscribed,
-        extra,
-        sync_error,
-        last_synced,
-        server_count,
-        sync_token,
-    ) = row
-    return NodeInfo(
-        id_,
-        profile,
-        service,
-        name,
-        analyser,
-        type_,
-        subtype,
-        state,
-        updated,
-        bool(subscribed),
-        dict(extra or {}),
-        sync_error,
-        last_synced,
-        server_count,
-        sync_token,
-        version,
-    )
-
-
-def _pg_node_info(row: Sequence[Any], version: int) -> NodeInfo:
-    """The node of a row of the node columns read by a :class:`PostgresReader`."""
-    return _node_info(
-        [p(v) if p else v for p, v in zip(_PG_NODE_PROCESSORS, row, strict=True)], version
-    )
-
-
-def _is_postgresql(connection: Connection) -> bool:
-    return connection.dialect.name == "postgresql"
-
-
-def _check_owner(
-    connection: Connection,
-    node_id: int,
-    token: str | None,
-    leases: NoLeases | ProfileLeases | None = None,
-) -> None:
-    """Raise :class:`NodeGone` if the node is gone, :class:`SyncSuperseded` if ``token``
-    is given and no longer owns it, :class:`ProfileServedElsewhere` if its profile is
-    not served here (in the caller's write transaction, whose lock on the node's row
-    holds every other writer of the node back until it ends).
-
-    On PostgreSQL the row is taken with an ``UPDATE`` (the same lock as ``SELECT … FOR
-    UPDATE``), which gives it a new version: every write of a node's items goes through
-    here, so a row still at the version a page was read at is a node whose items have
-    not changed since (:mod:`.pagecache`).
-    """
-    if _is_postgresql(connection):
-        taken: Any = (
-            update(nodes)
-            .where(nodes.c.id == node_id)
-            .values(sync_token=nodes.c.sync_token)
-            .returning(nodes.c.sync_token, nodes.c.profile)
-        )
-    else:
-        taken = select(nodes.c.sync_token, nodes.c.profile).where(nodes.c.id == node_id)
-    row = connection.execute(taken).one_or_none()
-    if row is None:
-        raise NodeGone(f"node {node_id} no longer exists")
-    if leases is not None:
-        leases.check(row.profile)
-    if token is not None and row.sync_token != token:
-        raise SyncSuperseded(f"the synchronisation of node {node_id} was superseded")
-
-
-def _json_list(values: Iterable[str]) -> str:
-    return json.dumps(list(values))
-
-
-def _in_json(column: Any, values: Iterable[str], postgresql: bool = False) -> Any:
-    # one bound parameter however many values (no SQL variable limit, statement cached)
-    if postgresql:
-        return column == any_(bindparam(None, list(values), type_=ARRAY(Text)))
-    each = func.json_each(_json_list(values)).table_valued("value")
-    return column.in_(select(each.c.value))
-
-
-def _insert_ignoring_conflicts(
-    connection: Connection, table: Table, values: dict[str, Any]
-) -> None:
-    """``INSERT`` unless a row with the same unique key exists."""
-    insert = postgresql_insert if _is_postgresql(connection) else sqlite_insert
-    connection.execute(insert(table).values(values).on_conflict_do_nothing())
 
 
 class Store:
@@ -404,7 +214,7 @@ class Store:
         if self._reader is not None:
             try:
                 row = self._reader.execute(
-                    _NODE_SQL, {"profile": profile, "service": service, "name": name}
+                    noderows.NODE_SQL, {"profile": profile, "service": service, "name": name}
                 ).fetchone()
             except sqlite3.OperationalError:
                 pass  # busy: the asyncio path
@@ -413,31 +223,27 @@ class Store:
             else:
                 if row is None:
                     return defer.succeed(None)
-                return defer.succeed(
-                    _node_info(
-                        [p(v) if p else v for p, v in zip(_NODE_PROCESSORS, row, strict=True)]
-                    )
-                )
+                return defer.succeed(noderows.sqlite_node_info(row))
         return aio(self._get_node(profile, service, name))
 
     async def _pg_get_node(self, profile: str, service: str, name: str) -> NodeInfo | None:
         assert self._pg_reader is not None
         if not self.leases.serves(profile):
             await self.leases.claim(profile)
-        rows = await self._pg_reader.fetch(_PG_NODE_SQL, profile, service, name)
+        rows = await self._pg_reader.fetch(noderows.PG_NODE_SQL, profile, service, name)
         if not rows:
             return None
         *row, version = rows[0]  # (an asyncpg record takes no negative index)
-        return _pg_node_info(row, version)
+        return noderows.pg_node_info(row, version)
 
     async def _get_node(self, profile: str, service: str, name: str) -> NodeInfo | None:
         def run(connection: Connection) -> NodeInfo | None:
             row = connection.execute(
-                select(*_NODE_COLUMNS).where(
+                select(*noderows.NODE_COLUMNS).where(
                     nodes.c.profile == profile, nodes.c.service == service, nodes.c.name == name
                 )
             ).one_or_none()
-            return None if row is None else _node_info(row)
+            return None if row is None else noderows.node_info(row)
 
         return await self._read(run)
 
@@ -460,7 +266,7 @@ class Store:
 
         def run(connection: Connection) -> NodeInfo:
             self.leases.check(profile)
-            _insert_ignoring_conflicts(
+            itemwrites.insert_ignoring_conflicts(
                 connection,
                 nodes,
                 {
@@ -477,11 +283,11 @@ class Store:
                 },
             )
             row = connection.execute(
-                select(*_NODE_COLUMNS).where(
+                select(*noderows.NODE_COLUMNS).where(
                     nodes.c.profile == profile, nodes.c.service == service, nodes.c.name == name
                 )
             ).one()
-            return _node_info(row)
+            return noderows.node_info(row)
 
         return await self._write(run)
 
@@ -499,7 +305,7 @@ class Store:
             values["sync_state_updated"] = utcnow()
 
         def run(connection: Connection) -> None:
-            _check_owner(connection, node_id, token, self.leases)
+            itemwrites.check_owner(connection, node_id, token, self.leases)
             if values:
                 connection.execute(update(nodes).where(nodes.c.id == node_id).values(values))
 
@@ -513,7 +319,7 @@ class Store:
         token = uuid.uuid4().hex
 
         def run(connection: Connection) -> None:
-            _check_owner(connection, node_id, None, self.leases)
+            itemwrites.check_owner(connection, node_id, None, self.leases)
             connection.execute(delete(items).where(items.c.node_id == node_id))
             connection.execute(
                 update(nodes)
@@ -542,7 +348,7 @@ class Store:
 
         def run(connection: Connection) -> bool:
             try:
-                _check_owner(connection, node_id, token, self.leases)
+                itemwrites.check_owner(connection, node_id, token, self.leases)
             except NodeGone:
                 return False
             connection.execute(delete(items).where(items.c.node_id == node_id))
@@ -569,7 +375,7 @@ class Store:
 
         def run(connection: Connection) -> None:
             try:
-                _check_owner(connection, node_id, None, self.leases)
+                itemwrites.check_owner(connection, node_id, None, self.leases)
             except NodeGone:
                 return
             connection.execute(delete(nodes).where(nodes.c.id == node_id))
@@ -632,9 +438,9 @@ class Store:
 
         def run(connection: Connection) -> list[NodeInfo]:
             rows = connection.execute(
-                select(*_NODE_COLUMNS).where(*conditions).order_by(nodes.c.id)
+                select(*noderows.NODE_COLUMNS).where(*conditions).order_by(nodes.c.id)
             )
-            return [_node_info(row) for row in rows]
+            return [noderows.node_info(row) for row in rows]
 
         return await self._read(run)
 
@@ -706,15 +512,17 @@ class Store:
         )
 
         def run(connection: Connection) -> None:
-            _check_owner(connection, node_id, token, self.leases)
+            itemwrites.check_owner(connection, node_id, token, self.leases)
             if batch:
-                _write_items(connection, node_id, batch, texts, where, keep_place, vectors)
+                itemwrites.write_items(
+                    connection, node_id, batch, texts, where, keep_place, vectors
+                )
             if keys:
-                _learn_keys(connection, node_id, keys)
+                itemwrites.learn_keys(connection, node_id, keys)
             if server_max is not None:
-                _keep_newest(connection, node_id, server_max, truncated=False)
+                itemwrites.keep_newest(connection, node_id, server_max, truncated=False)
             if limit is not None:
-                _keep_newest(connection, node_id, limit)
+                itemwrites.keep_newest(connection, node_id, limit)
             if complete:
                 now = utcnow()
                 values: dict[str, Any] = {
@@ -738,8 +546,8 @@ class Store:
             return
 
         def run(connection: Connection) -> None:
-            _check_owner(connection, node_id, None, self.leases)
-            _learn_keys(connection, node_id, keys)
+            itemwrites.check_owner(connection, node_id, None, self.leases)
+            itemwrites.learn_keys(connection, node_id, keys)
 
         await self._write(run)
 
@@ -754,7 +562,7 @@ class Store:
             rows = connection.execute(
                 select(items.c.item_id, items.c.data, items.c.parsed).where(
                     items.c.node_id == node_id,
-                    _in_json(items.c.item_id, wanted, _is_postgresql(connection)),
+                    itemwrites.in_json(connection, items.c.item_id, wanted),
                 )
             )
             return [(row.item_id, row.data, row.parsed) for row in rows]
@@ -774,7 +582,7 @@ class Store:
                 connection.execute(
                     select(items.c.item_id).where(
                         items.c.node_id == node_id,
-                        _in_json(items.c.item_id, wanted, _is_postgresql(connection)),
+                        itemwrites.in_json(connection, items.c.item_id, wanted),
                     )
                 ).scalars()
             )
@@ -790,11 +598,11 @@ class Store:
         wanted = list(item_ids)
 
         def run(connection: Connection) -> int:
-            _check_owner(connection, node_id, token, self.leases)
-            deleted = _delete_items_where(
+            itemwrites.check_owner(connection, node_id, token, self.leases)
+            deleted = itemwrites.delete_items_where(
                 connection,
                 (items.c.node_id == node_id)
-                & _in_json(items.c.item_id, wanted, _is_postgresql(connection)),
+                & itemwrites.in_json(connection, items.c.item_id, wanted),
             )
             if deleted:
                 positions.close_shallow_gaps(connection, node_id)
@@ -808,7 +616,7 @@ class Store:
         Raises :class:`NodeGone`."""
 
         def run(connection: Connection) -> int:
-            _check_owner(connection, node_id, None, self.leases)
+            itemwrites.check_owner(connection, node_id, None, self.leases)
             deleted = connection.execute(delete(items).where(items.c.node_id == node_id)).rowcount
             connection.execute(
                 update(nodes)
@@ -959,7 +767,7 @@ class Store:
         kept = self.pages.get(node_id, request, version)
         if kept is not None:
             # read at this version: still right if the row is still at it
-            rows = await self._pg_reader.fetch(_PG_VERSION_SQL, node_id)
+            rows = await self._pg_reader.fetch(noderows.PG_VERSION_SQL, node_id)
             if rows and rows[0][0] == version:
                 return kept
             self.pages.discard(node_id, request)
@@ -980,7 +788,7 @@ class Store:
         self, node_id: int, request: pages.PageRequest, synced_by: str | None
     ) -> ItemsPage:
         def read(connection: Connection) -> ItemsPage:
-            if _is_postgresql(connection):
+            if itemwrites.is_postgresql(connection):
                 sql, params = pgpages.page_request(node_id, request, synced_by)
                 rows = connection.exec_driver_sql(sql, params).all()
                 return pgpages.read_page_at_once(rows, node_id, request, synced_by)
@@ -997,7 +805,7 @@ class Store:
 
         def renumber_and_read(connection: Connection) -> ItemsPage:
             try:
-                _check_owner(connection, node_id, None, self.leases)
+                itemwrites.check_owner(connection, node_id, None, self.leases)
             except NodeGone:
                 return read(connection)  # gone meanwhile: read says so
             positions.renumber(connection, [node_id])
@@ -1037,9 +845,9 @@ class Store:
         def run(connection: Connection) -> list[NodeInfo]:
             touched = select(items.c.node_id).where(condition).distinct()
             rows = connection.execute(
-                select(*_NODE_COLUMNS).where(nodes.c.id.in_(touched)).order_by(nodes.c.id)
+                select(*noderows.NODE_COLUMNS).where(nodes.c.id.in_(touched)).order_by(nodes.c.id)
             )
-            return [_node_info(row) for row in rows]
+            return [noderows.node_info(row) for row in rows]
 
         return await self._read(run)
 
@@ -1059,21 +867,8 @@ class Store:
                     select(items.c.node_id).where(condition).group_by(items.c.node_id)
                 )
             ]
-            if touched and _is_postgresql(connection):
-                # the nodes' rows first, in one order: writers of a node lock it first;
-                # then a new version of each (see _check_owner)
-                connection.execute(
-                    select(nodes.c.id)
-                    .where(nodes.c.id.in_(touched))
-                    .order_by(nodes.c.id)
-                    .with_for_update()
-                )
-                connection.execute(
-                    update(nodes)
-                    .where(nodes.c.id.in_(touched))
-                    .values(sync_token=nodes.c.sync_token)
-                )
-            deleted = _delete_items_where(connection, condition)
+            itemwrites.take_nodes(connection, touched)
+            deleted = itemwrites.delete_items_where(connection, condition)
             if touched:
                 connection.execute(
                     update(nodes)
@@ -1118,145 +913,6 @@ class Store:
             return deleted_nodes, deleted_items
 
         return await self._write(run)
-
-
-def _delete_items_where(connection: Connection, condition: Any) -> int:
-    """Delete the items matching ``condition`` and record the gaps they leave."""
-    gaps = {
-        row.node_id: {"position_gap_from": row.low, "creation_gap_from": row.creation_low}
-        for row in connection.execute(
-            select(
-                items.c.node_id,
-                func.min(items.c.position).label("low"),
-                func.min(items.c.creation_position).label("creation_low"),
-            )
-            .where(condition)
-            .group_by(items.c.node_id)
-        )
-    }
-    if not gaps:
-        return 0
-    deleted = connection.execute(delete(items).where(condition)).rowcount
-    positions.record_gaps(connection, gaps)
-    return deleted
-
-
-def _keep_newest(connection: Connection, node_id: int, limit: int, truncated: bool = True) -> None:
-    """Delete the oldest items of a node beyond its ``limit`` newest; mark it
-    ``truncated`` (the cache holds fewer items than the server) if asked."""
-    count = connection.execute(
-        select(func.count()).select_from(items).where(items.c.node_id == node_id)
-    ).scalar_one()
-    if count <= limit:
-        return
-    oldest = (
-        select(items.c.id)
-        .where(items.c.node_id == node_id)
-        .order_by(items.c.position)
-        .limit(count - limit)
-    )
-    _delete_items_where(connection, items.c.id.in_(oldest.scalar_subquery()))
-    if truncated:
-        extra = connection.execute(select(nodes.c.extra).where(nodes.c.id == node_id)).scalar_one()
-        connection.execute(
-            update(nodes)
-            .where(nodes.c.id == node_id)
-            .values(extra={**(extra or {}), "truncated": True})
-        )
-    positions.close_shallow_gaps(connection, node_id)
-
-
-def _bounds(connection: Connection, node_id: int) -> tuple[Any, ...]:
-    row = connection.execute(
-        select(
-            func.min(items.c.position),
-            func.max(items.c.position),
-            func.min(items.c.creation_position),
-            func.max(items.c.creation_position),
-        ).where(items.c.node_id == node_id)
-    ).one()
-    return tuple(row)
-
-
-def _learn_keys(connection: Connection, node_id: int, keys: Mapping[str, str]) -> None:
-    connection.execute(
-        update(items)
-        .where(items.c.node_id == node_id, items.c.item_id == bindparam("wanted_id"))
-        .values(rsm_key=bindparam("key")),
-        [{"wanted_id": item_id, "key": key} for item_id, key in keys.items()],
-    )
-
-
-def _write_items(
-    connection: Connection,
-    node_id: int,
-    batch: Mapping[str, tuple[str, dict[str, Any] | None]],
-    texts: Mapping[str, str],
-    where: str,
-    keep_place: bool = False,
-    vectors: Mapping[str, str] | None = None,
-) -> None:
-    existing = {
-        row.item_id: row
-        for row in connection.execute(
-            select(items.c.item_id, items.c.id, items.c.position).where(
-                items.c.node_id == node_id,
-                _in_json(items.c.item_id, batch, _is_postgresql(connection)),
-            )
-        )
-    }
-    low, high, creation_low, creation_high = _bounds(connection, node_id)
-    count = len(batch)
-    new_count = count - len(existing)
-    # with keep_place, only new items take positions (in their order)
-    moving = new_count if keep_place else count
-    if where == "newest":
-        first = 0 if high is None else high + 1
-        creation_first = 0 if creation_high is None else creation_high + 1
-    else:
-        first = (0 if low is None else low) - moving
-        creation_first = (0 if creation_low is None else creation_low) - new_count
-    now = utcnow()
-    updates: list[dict[str, Any]] = []
-    inserts: list[dict[str, Any]] = []
-    placed = 0
-    for item_id, (raw_xml, parsed) in batch.items():
-        known = existing.get(item_id)
-        values: dict[str, Any] = {
-            "data": raw_xml,
-            "parsed": parsed,
-            "text": texts[item_id],
-            "updated": now,
-        }
-        if vectors is not None:
-            values[SEARCH_COLUMN] = vectors[item_id]
-        if known is None or not keep_place:
-            values["position"] = first + placed
-            placed += 1
-        if known is not None:
-            values["row_id"] = known.id
-            updates.append(values)
-        else:
-            values.update(
-                node_id=node_id,
-                item_id=item_id,
-                created=now,
-                creation_position=creation_first + len(inserts),
-            )
-            inserts.append(values)
-    if updates and not keep_place:
-        # moving republished items opens gaps where they were
-        positions.record_gaps(
-            connection,
-            {node_id: {"position_gap_from": min(row.position for row in existing.values())}},
-        )
-    table = items_with_search if vectors is not None else items
-    if updates:
-        connection.execute(update(table).where(table.c.id == bindparam("row_id")), updates)
-    if inserts:
-        connection.execute(table.insert(), inserts)
-    if updates and not keep_place:
-        positions.close_shallow_gaps(connection, node_id)
 
 
 __all__ = ["CachedItem", "Store"]
