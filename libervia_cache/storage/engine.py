@@ -93,8 +93,19 @@ def setup_sqlite_connection(dbapi_connection: Any) -> None:
     dbapi_connection.create_function("casefold", 1, casefold, deterministic=True)
 
 
-def create_engine(db_url: str | None = None) -> AsyncEngine:
-    """An asyncio engine for ``db_url`` (default: :func:`default_db_url`)."""
+#: connections kept, and opened beyond them at most, by an autocommit (read) engine
+READ_POOL_SIZE, READ_POOL_OVERFLOW = 2, 6
+
+
+def create_engine(db_url: str | None = None, *, autocommit: bool = False) -> AsyncEngine:
+    """An asyncio engine for ``db_url`` (default: :func:`default_db_url`).
+
+    ``autocommit`` (PostgreSQL): every statement is its own transaction, for reads made
+    of one statement each. The pool's check of a connection it hands out (pre-ping) is
+    then one round trip; on a connection of a transactional engine, asyncpg's ping is
+    three (``BEGIN``, the ping, ``ROLLBACK``), even for a read that then runs in
+    autocommit.
+    """
     url = make_url(db_url or default_db_url())
     kwargs: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
@@ -109,6 +120,11 @@ def create_engine(db_url: str | None = None) -> AsyncEngine:
         kwargs["connect_args"] = {"server_settings": dict(PG_SERVER_SETTINGS)}
         # a connection dropped by the server (a restart) is replaced, not handed out
         kwargs["pool_pre_ping"] = True
+        if autocommit:
+            kwargs["isolation_level"] = "AUTOCOMMIT"
+            # reads through the engine are few (search, listings, a sync's checks):
+            # a smaller pool than the writes' (5 kept, 10 more at most)
+            kwargs["pool_size"], kwargs["max_overflow"] = READ_POOL_SIZE, READ_POOL_OVERFLOW
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _on_connect)

@@ -100,15 +100,16 @@ class Store:
         reader: sqlite3.Connection | None,
         pg_reader: PostgresReader | None = None,
         leases: ProfileLeases | None = None,
+        read_engine: AsyncEngine | None = None,
     ) -> None:
         self.engine = engine
         # reads are single statements (each its own snapshot): on PostgreSQL they run
-        # in autocommit, without the BEGIN and ROLLBACK round trips of a transaction
-        self._read_engine = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else engine
-        )
+        # in autocommit, without the BEGIN and ROLLBACK round trips of a transaction,
+        # on an engine of their own (create_engine(autocommit=True): its pool checks a
+        # connection in one round trip, not three)
+        if read_engine is None and engine.dialect.name == "postgresql":
+            read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read_engine = read_engine if read_engine is not None else engine
         self._reader = reader
         self._pg_reader = pg_reader
         self.postgresql = engine.dialect.name == "postgresql"
@@ -146,7 +147,8 @@ class Store:
                 url = engine.url.render_as_string(hide_password=False)
                 label = engine.url.render_as_string(hide_password=True)
                 leases = await shared_leases(url, label)
-                return cls(engine, None, PostgresReader(url), leases)
+                read_engine = create_engine(url, autocommit=True)
+                return cls(engine, None, PostgresReader(url), leases, read_engine)
         except BaseException:
             if leases is not None:
                 await release_leases(engine.url.render_as_string(hide_password=False), leases)
@@ -170,6 +172,8 @@ class Store:
             await self._pg_reader.close()
         if isinstance(self.leases, ProfileLeases):
             await release_leases(self.engine.url.render_as_string(hide_password=False), self.leases)
+        if self._read_engine.sync_engine.pool is not self.engine.sync_engine.pool:
+            await self._read_engine.dispose()
         await self.engine.dispose()
 
     def _scope_conditions(self) -> list[Any]:
@@ -827,11 +831,10 @@ class Store:
         parsed_query = parse_search_query(query)
         statement = searching.search_statement(parsed_query, self.postgresql, self._scope)
 
-        def run(connection: Connection) -> list[dict[str, Any]]:
-            return [dict(row._mapping) for row in connection.execute(statement)]
-
         try:
-            return await self._read(run)
+            async with self._read_engine.connect() as connection:
+                result = await connection.execute(statement)
+                return [dict(row._mapping) for row in result]
         except OperationalError as e:
             if "fts5" in str(e.orig):
                 raise SearchQueryError("fts", str(e.orig)) from None

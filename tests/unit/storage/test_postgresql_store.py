@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libervia_cache.plugin.settings import database_url
 from libervia_cache.storage import ProfileServedElsewhere, Store, SyncState, SyncSuperseded
@@ -195,6 +197,59 @@ async def test_a_lost_lease_connection_suspends_writes_until_the_leases_are_take
             database_name(url),
         )
         assert held[0][0] == 1
+    finally:
+        await store.close()
+
+
+def backends(url: str) -> list[tuple[int, str]]:
+    """The daemon's own connections to the database: (pid, state)."""
+    return [
+        (row[0], row[1])
+        for row in query(
+            url,
+            "SELECT pid, state FROM pg_stat_activity WHERE application_name = 'libervia-cache' "
+            "AND datname = $1 AND pid != pg_backend_pid()",
+            database_name(url),
+        )
+    ]
+
+
+async def in_transaction_after_a_read(engine: AsyncEngine) -> bool:
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+        raw = await connection.get_raw_connection()
+        return bool(raw.driver_connection.is_in_transaction())
+
+
+async def test_engine_reads_run_in_autocommit_on_a_pool_of_their_own_and_survive_a_restart(
+    url: str,
+) -> None:
+    """Search, listings and a sync's checks run on an autocommit engine, whose pool
+    checks a connection in one round trip; a connection the server dropped is replaced
+    before it is used, so the first read after it already answers."""
+    store = await Store.open(url)
+    try:
+        read_engine = store._read_engine
+        assert read_engine.sync_engine.pool is not store.engine.sync_engine.pool
+        assert await aio(in_transaction_after_a_read(read_engine)) is False
+        assert await aio(in_transaction_after_a_read(store.engine)) is True
+        node = await store.get_or_create_node("alice", "svc", "blog")
+        await store.cache_items(node.id, items("a", "b"))
+        assert [r["item_id"] for r in await store.search({"fts": "text", "limit": 5})] == [
+            "b", "a",
+        ]  # fmt: skip
+        assert backends(url)
+        query(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+            "application_name = 'libervia-cache' AND datname = $1 AND pid != pg_backend_pid()",
+            database_name(url),
+        )
+        await until(lambda: not backends(url), "the connections to be gone")
+        found = await store.search({"fts": "text", "limit": 5})
+        assert [r["item_id"] for r in found] == ["b", "a"]
+        assert [n.name for n in await store.get_nodes(profile="alice")] == ["blog"]
+        assert await store.held_item_ids(node.id, ["a", "z"]) == {"a"}
     finally:
         await store.close()
 
