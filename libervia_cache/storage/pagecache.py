@@ -10,12 +10,12 @@ primary key, much cheaper than the page.
 That check is enough because every write that changes a node's items, or anything a
 page shows, also writes the node's row in the same transaction (on PostgreSQL, the
 store's writers take the node's row with an ``UPDATE``, not a ``SELECT … FOR UPDATE``:
-see :mod:`.itemwrites`), so a row at the same
-version is a node whose items are those the page was read from. Ids are never reused,
-and a deleted node has no row.
+see :mod:`.itemwrites`), so a row at the same version is a node whose items are those
+the page was read from. Ids are never reused, and a deleted node has no row. A write
+not yet committed is seen by neither the check nor a page statement.
 
-The cache is bounded by its entries and by the bytes of the raw XML it holds; the least
-recently used pages go first.
+The cache is bounded by its entries and by the characters of raw XML it holds (about
+as many bytes for ASCII text); the least recently used pages go first.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .records import ItemsPage
 #: at most this many pages are kept
 MAX_PAGES = 2048
 #: and at most this many characters of raw XML in all
-MAX_CHARACTERS = 16 * 1024 * 1024
+MAX_CHARACTERS = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
