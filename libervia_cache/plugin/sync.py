@@ -335,15 +335,7 @@ class NodeSync:
                 newest_id = present[-1] if present else None
             else:
                 behaviour = with_index_seen(behaviour, len(items), rsm_data, page_size)
-            # the server's own keys of the page's ends (ejabberd: creation timestamps)
-            keys = {}
-            if behaviour.rsm and not behaviour.keys_are_ids and items:
-                for item, key in (
-                    (items[0], rsm_data.get("first")),
-                    (items[-1], rsm_data.get("last")),
-                ):
-                    if item.getAttribute("id") and key:
-                        keys[item.getAttribute("id")] = key
+            keys = _server_keys(items, rsm_data, behaviour)
             held = await store.held_item_ids(node_info.id, present)
             repeated = (held - touched) | {i for i in present if present.count(i) > 1}
             if repeated:
@@ -363,15 +355,7 @@ class NodeSync:
             if not items and older_expected and spare_keys:
                 request = rsm.RSMRequest(max_=page_size, before=spare_keys.pop(0))
                 continue
-            if not rsm_data:
-                # no RSM: the service ignored it (Prosody 0.12) and sent the whole node
-                oldest_page = True
-            elif index is not None:
-                # ejabberd answers a negative index (count - max) for a last page larger
-                # than the node: it starts at the oldest item all the same
-                oldest_page = index <= 0 or not items
-            else:
-                oldest_page = len(items) < page_size
+            oldest_page = _is_oldest_page(items, rsm_data, page_size)
             if items and not oldest_page and first is None:
                 raise SyncError(
                     f"node {node} on {service.full()}: the service sent a page without RSM "
@@ -559,6 +543,32 @@ class NodeSync:
             elif answered == [oldest_id, newest_id]:
                 behaviour = behaviour.replace(ids_as_asked=False)
         return behaviour
+
+
+def _server_keys(
+    items: list[Any], rsm_data: dict[str, Any], behaviour: ServerBehaviour
+) -> dict[str, str]:
+    """The server's own RSM keys of a page's ends (ejabberd: creation timestamps), by
+    item id; none when its keys are the item ids."""
+    keys: dict[str, str] = {}
+    if behaviour.rsm and not behaviour.keys_are_ids and items:
+        for item, key in ((items[0], rsm_data.get("first")), (items[-1], rsm_data.get("last"))):
+            if item.getAttribute("id") and key:
+                keys[item.getAttribute("id")] = key
+    return keys
+
+
+def _is_oldest_page(items: list[Any], rsm_data: dict[str, Any], page_size: int) -> bool:
+    """Whether a page paging backwards holds the node's oldest item."""
+    if not rsm_data:
+        # no RSM: the service ignored it (Prosody 0.12) and sent the whole node
+        return True
+    index = rsm_data.get("index")
+    if index is not None:
+        # ejabberd answers a negative index (count - max) for a last page larger than
+        # the node: it starts at the oldest item all the same
+        return bool(index <= 0 or not items)
+    return len(items) < page_size
 
 
 def _is_item_not_found(error: BaseException) -> bool:
