@@ -36,32 +36,27 @@ NODE_COLUMNS = (
 )
 
 
-#: the node lookup of every read, compiled once for the ``sqlite3`` read connection,
-#: with the result processors of its columns (enum, UTC datetime, JSON)
-NODE_SQL = str(
-    select(*NODE_COLUMNS)
-    .where(
+def _lookup(dialect: Any, *extra: Any) -> str:
+    """The lookup of a node by profile, service and name, compiled for ``dialect``."""
+    statement = select(*NODE_COLUMNS, *extra).where(
         nodes.c.profile == bindparam("profile"),
         nodes.c.service == bindparam("service"),
         nodes.c.name == bindparam("name"),
     )
-    .compile(dialect=sqlite_dialect.dialect(paramstyle="named"))
-)
+    return str(statement.compile(dialect=dialect))
+
+
+#: the node lookup of every read, compiled once for the ``sqlite3`` read connection,
+#: with the result processors of its columns (enum, UTC datetime, JSON)
+NODE_SQL = _lookup(sqlite_dialect.dialect(paramstyle="named"))
 NODE_PROCESSORS = [
     column.type._cached_result_processor(sqlite_dialect.dialect(), None) for column in NODE_COLUMNS
 ]
 
-#: the same for PostgreSQL (``$1``.. parameters, run on a :class:`PostgresReader`)
+#: the same for PostgreSQL (``$1``.. parameters, run on a :class:`PostgresReader`),
+#: with the row's version
 PG_DIALECT = postgresql_dialect.asyncpg.dialect()
-PG_NODE_SQL = str(
-    select(*NODE_COLUMNS, literal_column("pubsub_nodes.xmin"))
-    .where(
-        nodes.c.profile == bindparam("profile"),
-        nodes.c.service == bindparam("service"),
-        nodes.c.name == bindparam("name"),
-    )
-    .compile(dialect=PG_DIALECT)
-)
+PG_NODE_SQL = _lookup(PG_DIALECT, literal_column("pubsub_nodes.xmin"))
 #: the version of a node's row (see :mod:`.pagecache`): one primary-key lookup
 PG_VERSION_SQL = "SELECT xmin FROM pubsub_nodes WHERE id = $1::integer"
 PG_NODE_PROCESSORS = [
